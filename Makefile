@@ -1,0 +1,39 @@
+# Two commands: `make demo` runs the pipeline on synthetic data, `make test` runs the tests.
+# Both build .venv from the project's files alone.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DEMO ?= demo_out
+
+.PHONY: demo test lint format clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# Pinned first: on the project's machines this takes the local CPU build.
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	rm -rf $(DEMO)
+	$(VENV)/bin/eegtune synth --out $(DEMO)/bids --subjects 8 --releases R1,R2 --seed 0
+	$(VENV)/bin/eegtune prepare --bids $(DEMO)/bids --out $(DEMO)/store --workers 2
+	$(VENV)/bin/eegtune info $(DEMO)/store --verify
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache

@@ -1,0 +1,147 @@
+"""The Parquet window store: one file per (release, subject, challenge) plus a manifest.
+
+Layout::
+
+    STORE/manifest.json
+    STORE/challenge1/<release>/sub-<ID>.parquet   # (129, 200) windows, target = RT (s)
+    STORE/challenge2/<release>/sub-<ID>.parquet   # (129, 400) windows, target = externalizing
+    STORE/_units/<release>/sub-<ID>.json          # what made those files (for resuming)
+
+The signal is an Arrow ``fixed_shape_tensor`` column, so ``ray.data.read_parquet`` yields
+(batch, 129, T) arrays and pandas yields one flat array per row, both without eegtune.
+Every file is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from eegtune.data.bids import atomic_write_text
+from eegtune.data.signal import CHANNELS
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+DTYPES = {"float32": (np.float32, pa.float32()), "float16": (np.float16, pa.float16())}
+
+
+def challenge_dir(store: Path, challenge: int) -> Path:
+    return Path(store) / f"challenge{challenge}"
+
+
+def output_path(store: Path, challenge: int, release: str, subject: str) -> Path:
+    return challenge_dir(store, challenge) / release / f"sub-{subject}.parquet"
+
+
+def unit_path(store: Path, release: str, subject: str) -> Path:
+    return Path(store) / "_units" / release / f"sub-{subject}.json"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class ChannelSums:
+    """Running per-channel sums, so the store's mean and std need no second pass."""
+
+    count: int
+    total: np.ndarray  # (129,) float64
+    total_sq: np.ndarray  # (129,) float64
+
+    @classmethod
+    def empty(cls) -> ChannelSums:
+        return cls(0, np.zeros(len(CHANNELS)), np.zeros(len(CHANNELS)))
+
+    @classmethod
+    def of(cls, eeg: np.ndarray) -> ChannelSums:
+        x = eeg.astype(np.float64, copy=False)
+        return cls(
+            int(eeg.shape[0] * eeg.shape[2]),
+            x.sum(axis=(0, 2)),
+            np.einsum("nct,nct->c", x, x),
+        )
+
+    def __add__(self, other: ChannelSums) -> ChannelSums:
+        return ChannelSums(
+            self.count + other.count, self.total + other.total, self.total_sq + other.total_sq
+        )
+
+    def to_json(self) -> dict:
+        return {"count": self.count, "sum": self.total.tolist(), "sum_sq": self.total_sq.tolist()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> ChannelSums:
+        return cls(int(d["count"]), np.asarray(d["sum"]), np.asarray(d["sum_sq"]))
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        if self.count == 0:
+            return [], []
+        mean = self.total / self.count
+        var = np.maximum(self.total_sq / self.count - mean**2, 0.0)
+        return mean.tolist(), np.sqrt(var).tolist()
+
+
+def windows_table(eeg: np.ndarray, meta: pd.DataFrame, dtype: str, challenge: int) -> pa.Table:
+    np_dtype, _ = DTYPES[dtype]
+    tensor = pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(eeg, dtype=np_dtype))
+    table = pa.Table.from_pandas(meta, preserve_index=False).append_column("eeg", tensor)
+    metadata = {
+        b"eegtune.schema_version": str(SCHEMA_VERSION).encode(),
+        b"eegtune.challenge": str(challenge).encode(),
+        b"eegtune.sfreq": b"100",
+        b"eegtune.channels": ",".join(CHANNELS).encode(),
+        b"eegtune.eeg_shape": json.dumps(list(eeg.shape[1:])).encode(),
+    }
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+
+
+def write_table_atomic(table: pa.Table, path: Path) -> dict:
+    """Write a Parquet file via a temporary name; return its manifest record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    pq.write_table(table, tmp, compression="zstd", compression_level=1)
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return {"rows": table.num_rows, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def load_manifest(store: Path) -> dict | None:
+    path = Path(store) / MANIFEST
+    if not path.exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def save_manifest(store: Path, manifest: dict) -> None:
+    atomic_write_text(Path(store) / MANIFEST, json.dumps(manifest, indent=1))
+
+
+def read_windows(
+    store: Path, challenge: int, subjects: list[str] | None = None, columns: list[str] | None = None
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """All windows of one challenge as (eeg array, metadata frame); for small stores and tests."""
+    files = sorted(challenge_dir(store, challenge).glob("*/*.parquet"))
+    if subjects is not None:
+        wanted = {f"sub-{s}.parquet" for s in subjects}
+        files = [f for f in files if f.name in wanted]
+    if not files:
+        raise FileNotFoundError(f"{store}: no challenge {challenge} windows")
+    tables = [pq.read_table(f, columns=None if columns is None else [*columns, "eeg"]) for f in files]
+    table = pa.concat_tables(tables)
+    eeg = table.column("eeg").combine_chunks().to_numpy_ndarray()
+    meta = table.drop(["eeg"]).to_pandas()
+    return eeg, meta

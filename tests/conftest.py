@@ -1,0 +1,56 @@
+"""Shared fixtures: synthetic HBN-shaped BIDS data generated into temporary folders."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from eegtune.data.prepare import PrepareOptions, prepare
+from eegtune.data.synthetic import SynthOptions, synthesize
+
+CCD = "contrastChangeDetection"
+SHARED_METADATA = Path(__file__).resolve().parents[1].parent / "shared" / "hbn-r1-metadata"
+
+
+def require_shared_metadata() -> Path:
+    if not (SHARED_METADATA / "participants.tsv").exists():
+        pytest.skip(f"real R1 metadata not found at {SHARED_METADATA} (only in the project's CI)")
+    return SHARED_METADATA
+
+
+@pytest.fixture(scope="session")
+def synthetic_bids(tmp_path_factory) -> tuple[Path, dict]:
+    """Six subjects over two releases, CCD and RestingState; shared read-only."""
+    out = tmp_path_factory.mktemp("synth6")
+    oracle = synthesize(
+        SynthOptions(out=out, n_subjects=6, releases=("R1", "R2"), seed=3), progress=False
+    )
+    return out, oracle
+
+
+@pytest.fixture(scope="session")
+def prepared_store(synthetic_bids, tmp_path_factory) -> Path:
+    bids, _ = synthetic_bids
+    store = tmp_path_factory.mktemp("store6")
+    prepare([bids], store, PrepareOptions())
+    return store
+
+
+@pytest.fixture
+def small_bids(tmp_path) -> Path:
+    """Two subjects, CCD only, in one release: a fresh copy each test may damage."""
+    out = tmp_path / "bids"
+    synthesize(SynthOptions(out=out, n_subjects=2, tasks=(CCD,), seed=11), progress=False)
+    return out / "R1_L100_bdf"
+
+
+@pytest.fixture
+def copy_tree(tmp_path):
+    def _copy(src: Path, name: str = "copy") -> Path:
+        dst = tmp_path / name
+        shutil.copytree(src, dst)
+        return dst
+
+    return _copy
