@@ -60,7 +60,9 @@ class _PrepareProgress:
     def start(self, total_recordings: int) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total_recordings, desc="prepare", unit="rec", disable=not self.enabled)
+        self.bar = tqdm(
+            total=total_recordings, desc="prepare", unit="rec", disable=not self.enabled
+        )
 
     def update(self, record: dict) -> None:
         self.windows += sum(o["rows"] for o in record["outputs"].values())
@@ -148,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write an HBN-shaped synthetic BIDS data set")
     p.add_argument("--out", required=True, help="folder for the release roots and oracle.json")
-    p.add_argument("--subjects", type=int, default=None, help="subjects (default 6, or all of --skeleton)")
+    p.add_argument(
+        "--subjects", type=int, default=None, help="subjects (default 6, or all of --skeleton)"
+    )
     p.add_argument("--releases", default="R1", help="comma-separated releases, e.g. R1,R2")
     p.add_argument("--sfreq", type=int, choices=(100, 500), default=100)
     p.add_argument("--format", choices=("bdf", "set"), default="bdf")

@@ -13,8 +13,6 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from eegtune.data.errors import DatasetError, RecordingError
 from eegtune.data.tsv import read_tsv
 
@@ -166,7 +164,3 @@ def discover_recordings(root: Path, tasks: set[str] | None = None) -> list[Recor
                 continue
             found[key] = Recording(path, parsed[0], parsed[1], parsed[2], Path(root))
     return [found[k] for k in sorted(found, key=lambda k: (k[0], k[1], k[2] or 0))]
-
-
-def finite(value: float) -> bool:
-    return bool(np.isfinite(value))

@@ -34,7 +34,9 @@ def describe_store(store: Path, verify: bool = False) -> str:
         f"{manifest['sfreq']:g} Hz, {len(manifest['channels'])} channels)"
     )
     if not manifest.get("complete", True):
-        lines.append("status       INCOMPLETE: the last prepare was interrupted; rerun it to resume")
+        lines.append(
+            "status       INCOMPLETE: the last prepare was interrupted; rerun it to resume"
+        )
     releases = ", ".join(f"{r['release']} ({r['root']})" for r in manifest["roots"])
     lines.append(f"releases     {releases}")
     lines.append("")

@@ -222,7 +222,10 @@ def process_unit(unit: SubjectUnit, store: Path, options: PrepareOptions) -> dic
         if 2 in wanted:
             target = unit.participant.scores["externalizing"]
             if not np.isfinite(target):
-                reason = f"externalizing is n/a (NaN target) for sub-{unit.subject} in {participants_tsv}"
+                reason = (
+                    f"externalizing is n/a (NaN target) for sub-{unit.subject} "
+                    f"in {participants_tsv}"
+                )
                 skipped.append(_skip(rec.path, [2], reason))
             elif signal.duration < 4.0:
                 reason = f"only {signal.duration:.2f} s of signal; Challenge 2 needs at least 4 s"
@@ -250,7 +253,13 @@ def process_unit(unit: SubjectUnit, store: Path, options: PrepareOptions) -> dic
         y = meta["target"].to_numpy(dtype=np.float64)
         stats[str(challenge)] = {
             "channels": ChannelSums.of(eeg).to_json(),
-            "target": {"n": len(y), "sum": y.sum(), "sum_sq": (y**2).sum(), "min": y.min(), "max": y.max()},
+            "target": {
+                "n": len(y),
+                "sum": y.sum(),
+                "sum_sq": (y**2).sum(),
+                "min": y.min(),
+                "max": y.max(),
+            },
         }
     record = {
         "release": unit.release,
@@ -267,9 +276,7 @@ def process_unit(unit: SubjectUnit, store: Path, options: PrepareOptions) -> dic
     return record
 
 
-def _run_units(
-    units: list[SubjectUnit], store: Path, options: PrepareOptions
-) -> Iterator[dict]:
+def _run_units(units: list[SubjectUnit], store: Path, options: PrepareOptions) -> Iterator[dict]:
     if options.workers == 1 or len(units) <= 1:
         for unit in units:
             yield process_unit(unit, store, options)

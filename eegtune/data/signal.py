@@ -117,4 +117,6 @@ def read_signal(path: str | Path) -> Signal:
     data = resample_to_target(data.astype(np.float32), sfreq)
     if not np.isfinite(data).all():
         raise RecordingError(path, "signal contains NaN or infinite samples")
-    return Signal(data=np.ascontiguousarray(data, dtype=np.float32), sfreq=TARGET_SFREQ, source_sfreq=sfreq)
+    return Signal(
+        data=np.ascontiguousarray(data, dtype=np.float32), sfreq=TARGET_SFREQ, source_sfreq=sfreq
+    )

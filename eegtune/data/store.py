@@ -140,7 +140,9 @@ def read_windows(
         files = [f for f in files if f.name in wanted]
     if not files:
         raise FileNotFoundError(f"{store}: no challenge {challenge} windows")
-    tables = [pq.read_table(f, columns=None if columns is None else [*columns, "eeg"]) for f in files]
+    tables = [
+        pq.read_table(f, columns=None if columns is None else [*columns, "eeg"]) for f in files
+    ]
     table = pa.concat_tables(tables)
     eeg = table.column("eeg").combine_chunks().to_numpy_ndarray()
     meta = table.drop(["eeg"]).to_pandas()

@@ -46,7 +46,9 @@ def read_events(path: str | Path) -> pd.DataFrame:
     onset = pd.to_numeric(table["onset"], errors="coerce")
     if onset.isna().any():
         row = int(onset.isna().to_numpy().argmax())
-        raise RecordingError(path, f"non-numeric onset {table['onset'].iloc[row]!r} at row {row + 2}")
+        raise RecordingError(
+            path, f"non-numeric onset {table['onset'].iloc[row]!r} at row {row + 2}"
+        )
     table["onset"] = onset.astype(float)
     table["value"] = table["value"].fillna("n/a")
     return table

@@ -8,9 +8,7 @@ from tests.conftest import require_shared_metadata
 
 
 def events(rows):
-    return pd.DataFrame(
-        [{"onset": o, "value": v, "feedback": f} for o, v, f in rows]
-    )
+    return pd.DataFrame([{"onset": o, "value": v, "feedback": f} for o, v, f in rows])
 
 
 def test_last_trial_dropped_without_end_experiment():

@@ -55,5 +55,5 @@ def test_challenge2_needs_four_seconds():
 def test_events_after_the_signal_end_are_refused():
     sig = ramp_signal(1000)
     check_events_within(sig, pd.DataFrame({"onset": [1.0, 10.0]}), "ev.tsv")
-    with pytest.raises(RecordingError, match="events run to 12.500 s"):
+    with pytest.raises(RecordingError, match=r"events run to 12\.500 s"):
         check_events_within(sig, pd.DataFrame({"onset": [1.0, 12.5]}), "ev.tsv")

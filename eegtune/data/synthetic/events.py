@@ -67,7 +67,9 @@ def ccd_run_events(
         delay = float(rng.choice(TARGET_DELAYS))
         if rng.random() < behaviour.p_early:
             side = "left" if rng.random() < 0.5 else "right"
-            rows.append(_row(t + rng.uniform(0.3, delay - 0.2), f"{side}_buttonPress", "non_target"))
+            rows.append(
+                _row(t + rng.uniform(0.3, delay - 0.2), f"{side}_buttonPress", "non_target")
+            )
         target_side = "left" if rng.random() < 0.5 else "right"
         target = t + delay
         rows.append(_row(target, f"{target_side}_target"))
@@ -78,7 +80,9 @@ def ccd_run_events(
         press_side = ({"left": "right", "right": "left"}[target_side]) if wrong else target_side
         if rt < RESPONSE_WINDOW:
             rows.append(
-                _row(target + rt, f"{press_side}_buttonPress", "sad_face" if wrong else "smiley_face")
+                _row(
+                    target + rt, f"{press_side}_buttonPress", "sad_face" if wrong else "smiley_face"
+                )
             )
         elif rt < RESPONSE_WINDOW + 1.0 and i < n_trials:
             rows.append(_row(target + rt, f"{press_side}_buttonPress", "non_target"))
@@ -109,7 +113,9 @@ def eyes_closed_mask(events: pd.DataFrame, n_times: int, sfreq: float) -> np.nda
     """Boolean per sample: True between an eyes-closed instruction and the next opening."""
     mask = np.zeros(n_times, dtype=bool)
     closed_at: float | None = None
-    for onset, value in zip(events["onset"].astype(float), events["value"].astype(str)):
+    for onset, value in zip(
+        events["onset"].astype(float), events["value"].astype(str), strict=True
+    ):
         if value == "instructed_toCloseEyes":
             closed_at = onset
         elif value == "instructed_toOpenEyes" and closed_at is not None:

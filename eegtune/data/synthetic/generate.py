@@ -173,7 +173,11 @@ def _root_name(release: str, opts: SynthOptions) -> str:
 
 
 def _synthesize_recording(
-    subject: PlannedSubject, rec: PlannedRecording, head: HeadModel, opts: SynthOptions, seed: list[int]
+    subject: PlannedSubject,
+    rec: PlannedRecording,
+    head: HeadModel,
+    opts: SynthOptions,
+    seed: list[int],
 ) -> tuple[np.ndarray, dict]:
     """The signal of one recording and its latent C1 observations."""
     rng = np.random.default_rng(seed)
@@ -189,7 +193,9 @@ def _synthesize_recording(
     is_press = np.char.endswith(values.astype(str), "_buttonPress")
     press_on = onsets[is_press]
     jitter = rng.normal(0.0, opts.params.latency_jitter_s, size=len(press_on))
-    amps = subject.traits.motor_amplitude_uv * np.maximum(0.2, 1 + 0.3 * rng.standard_normal(len(press_on)))
+    amps = subject.traits.motor_amplitude_uv * np.maximum(
+        0.2, 1 + 0.3 * rng.standard_normal(len(press_on))
+    )
     sides = [v.split("_")[0] for v in values[is_press]]
     add_motor_potentials(data, sfreq, head, press_on + jitter, sides, amps)
     add_visual_responses(data, sfreq, head, onsets[np.char.endswith(values.astype(str), "_target")])
@@ -224,7 +230,9 @@ def synthesize(opts: SynthOptions, progress: bool = True) -> dict:
         n_c2 = 0
         for ri, rec in enumerate(subject.recordings):
             data, lat = _synthesize_recording(subject, rec, head, opts, [opts.seed, si, ri])
-            write_recording(root, subject.subject, rec.task, rec.run, data, rec.events, opts.sfreq, opts.fmt)
+            write_recording(
+                root, subject.subject, rec.task, rec.run, data, rec.events, opts.sfreq, opts.fmt
+            )
             rts += lat["rt"]
             observed += lat["observed"]
             if rec.task == CCD:
@@ -236,7 +244,12 @@ def synthesize(opts: SynthOptions, progress: bool = True) -> dict:
             c2_z.append(subject.traits.spectral_trait)
             c2_w.append(n_c2)
         oracle_subjects.append(
-            {"subject": subject.subject, "release": subject.release, "externalizing": None if np.isnan(y) else y, **asdict(subject.traits)}
+            {
+                "subject": subject.subject,
+                "release": subject.release,
+                "externalizing": None if np.isnan(y) else y,
+                **asdict(subject.traits),
+            }
         )
     bar.close()
 
@@ -259,13 +272,19 @@ def synthesize(opts: SynthOptions, progress: bool = True) -> dict:
             "n_trials": len(rt_arr),
             "rt_mean": float(rt_arr.mean()) if len(rt_arr) else None,
             "rt_std": float(rt_arr.std()) if len(rt_arr) else None,
-            "nrmse_floor": orc.challenge1_floor(rt_arr, obs_arr, p.latency_jitter_s) if len(rt_arr) > 1 else None,
+            "nrmse_floor": orc.challenge1_floor(rt_arr, obs_arr, p.latency_jitter_s)
+            if len(rt_arr) > 1
+            else None,
         },
         "challenge2": {
             "n_subjects": len(c2_y),
             "n_windows": int(sum(c2_w)),
             "trait_to_score": {"mu": mu, "sigma": sigma, "rho": p.trait_correlation},
-            "nrmse_floor": orc.challenge2_floor(np.array(c2_y), np.array(c2_z), np.array(c2_w), mu, sigma, p.trait_correlation) if len(c2_y) > 1 else None,
+            "nrmse_floor": orc.challenge2_floor(
+                np.array(c2_y), np.array(c2_z), np.array(c2_w), mu, sigma, p.trait_correlation
+            )
+            if len(c2_y) > 1
+            else None,
         },
         "subjects": oracle_subjects,
     }

@@ -90,7 +90,9 @@ def background(
     """(129, n_times) float64 µV: mixed 1/f sources, alpha, sensor noise, flat Cz."""
     freqs = np.fft.rfftfreq(n_times, 1.0 / sfreq)
     # The competition copies are band-passed from 0.5 Hz; start the 1/f there too.
-    aperiodic = np.where(freqs >= 0.5, np.maximum(freqs, 0.5) ** (-traits.aperiodic_exponent / 2), 0)
+    aperiodic = np.where(
+        freqs >= 0.5, np.maximum(freqs, 0.5) ** (-traits.aperiodic_exponent / 2), 0
+    )
     sources = _colored_noise(rng, N_SOURCES, n_times, sfreq, aperiodic) * 9.0
     eeg = head.mixing @ sources
     alpha_shape = np.exp(-((freqs - traits.alpha_freq) ** 2) / (2 * 0.8**2))
@@ -140,7 +142,7 @@ def add_motor_potentials(
     sides: list[str],
     amplitudes: np.ndarray,
 ) -> None:
-    for t, side, amp in zip(latent_times, sides, amplitudes):
+    for t, side, amp in zip(latent_times, sides, amplitudes, strict=True):
         _add_template(data, sfreq, float(t), head.motor_map[side] * amp, motor_template)
 
 

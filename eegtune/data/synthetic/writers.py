@@ -49,9 +49,13 @@ def write_recording(
         table = table.drop(columns=["sample"], errors="ignore")
     else:
         table["sample"] = np.rint(pd.to_numeric(table["onset"]) * sfreq).astype(int)
-        cols = ["onset", "duration", "sample"] + [c for c in table.columns if c not in ("onset", "duration", "sample")]
+        cols = ["onset", "duration", "sample"] + [
+            c for c in table.columns if c not in ("onset", "duration", "sample")
+        ]
         table = table[cols]
-    atomic_write_text(eeg_dir / f"{stem}_events.tsv", table.to_csv(sep="\t", index=False, na_rep="n/a"))
+    atomic_write_text(
+        eeg_dir / f"{stem}_events.tsv", table.to_csv(sep="\t", index=False, na_rep="n/a")
+    )
     channels = pd.DataFrame({"name": CHANNELS, "type": "EEG", "units": "uV"})
     atomic_write_text(eeg_dir / f"{stem}_channels.tsv", channels.to_csv(sep="\t", index=False))
     sidecar = {

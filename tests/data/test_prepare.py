@@ -1,0 +1,166 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from eegtune.data.bids import discover_recordings
+from eegtune.data.prepare import PrepareOptions, prepare
+from eegtune.data.signal import read_signal
+from eegtune.data.store import load_manifest, read_windows
+from eegtune.data.trials import scored_trials
+from eegtune.data.tsv import read_events
+from tests.conftest import CCD
+
+
+def test_store_holds_every_scored_trial_with_its_label(prepared_store, synthetic_bids):
+    bids, oracle = synthetic_bids
+    eeg, meta = read_windows(prepared_store, 1)
+    assert eeg.shape == (oracle["challenge1"]["n_trials"], 129, 200) and eeg.dtype == np.float32
+    assert meta["target"].mean() == pytest.approx(oracle["challenge1"]["rt_mean"], abs=1e-6)
+    assert set(meta["release"]) == {"R1", "R2"}
+    # One recording checked against a direct read: same labels, same samples.
+    rec = next(r for r in discover_recordings(bids / "R2_L100_bdf", {CCD}))
+    trials = scored_trials(read_events(rec.events_path))
+    mine = meta[meta["recording"] == rec.path.name].sort_values("window_index")
+    np.testing.assert_allclose(mine["target"], trials["rt_from_stimulus"], atol=1e-6)
+    assert mine["trial_index"].tolist() == trials["trial_index"].tolist()
+    sig = read_signal(rec.path)
+    first = mine.index[0]
+    start = int(round((trials["stimulus_onset"].iloc[0] + 0.5) * 100))
+    np.testing.assert_array_equal(eeg[first], sig.data[:, start : start + 200])
+
+
+def test_challenge2_windows_and_targets(prepared_store, synthetic_bids):
+    _, oracle = synthetic_bids
+    eeg, meta = read_windows(prepared_store, 2)
+    assert eeg.shape[1:] == (129, 400)
+    assert len(meta) == oracle["challenge2"]["n_windows"]
+    truth = {s["subject"]: s["externalizing"] for s in oracle["subjects"]}
+    for subject, group in meta.groupby("subject"):
+        assert np.allclose(group["target"], truth[subject], atol=1e-6)
+    assert set(meta["task"]) == {CCD}
+
+
+def test_manifest_channel_stats_match_the_windows(prepared_store):
+    manifest = load_manifest(prepared_store)
+    assert manifest["schema_version"] == 1 and manifest["complete"]
+    eeg, _ = read_windows(prepared_store, 1)
+    c1 = manifest["challenges"]["1"]
+    np.testing.assert_allclose(
+        c1["channel_mean"], eeg.mean(axis=(0, 2), dtype=np.float64), atol=1e-4
+    )
+    np.testing.assert_allclose(c1["channel_std"], eeg.std(axis=(0, 2), dtype=np.float64), rtol=1e-4)
+    assert sum(f["rows"] for f in manifest["files"] if f["challenge"] == 1) == len(eeg)
+    assert all(len(f["sha256"]) == 64 for f in manifest["files"])
+    assert all({"path", "bytes", "mtime_ns"} <= set(s) for s in manifest["source_files"])
+
+
+def test_pandas_reads_the_store_without_eegtune(prepared_store):
+    code = (
+        "import sys, json, numpy as np, pandas as pd\n"
+        "sys.modules['eegtune'] = None  # make any eegtune import fail\n"
+        f"df = pd.read_parquet({str(prepared_store / 'challenge1')!r})\n"
+        "x = np.stack(df['eeg'].to_numpy()).reshape(len(df), 129, 200)\n"
+        "print(json.dumps([len(df), float(df['target'].mean()), float(x[0, 0, 0])]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    n, mean_rt, first = json.loads(out.stdout)
+    eeg, meta = read_windows(prepared_store, 1)
+    assert n == len(meta) and mean_rt == pytest.approx(float(meta["target"].mean()), abs=1e-5)
+    assert first in set(eeg[:, 0, 0].tolist())
+
+
+def test_rerun_reuses_everything_and_redoes_a_changed_subject(small_bids, tmp_path):
+    store = tmp_path / "store"
+    first = prepare([small_bids], store, PrepareOptions())
+    assert first.reused == 0 and first.units == 2
+    before = {f["path"]: f["sha256"] for f in load_manifest(store)["files"]}
+    again = prepare([small_bids], store, PrepareOptions())
+    assert again.reused == 2
+    assert {f["path"]: f["sha256"] for f in load_manifest(store)["files"]} == before
+
+    # Drop one trial from one subject's events: only that subject is redone.
+    rec = discover_recordings(small_bids, {CCD})[0]
+    events = read_events(rec.events_path)
+    first_target = events.index[events["value"].str.endswith("_target")][0]
+    events.drop(index=first_target).to_csv(rec.events_path, sep="\t", index=False, na_rep="n/a")
+    third = prepare([small_bids], store, PrepareOptions())
+    assert third.reused == 1
+    assert third.windows["1"] == first.windows["1"] - 1
+
+
+def test_changed_options_redo_the_store(small_bids, tmp_path):
+    store = tmp_path / "store"
+    prepare([small_bids], store, PrepareOptions())
+    half = prepare([small_bids], store, PrepareOptions(dtype="float16"))
+    assert half.reused == 0
+    table = pq.read_table(next((store / "challenge1").rglob("*.parquet")))
+    assert str(table.schema.field("eeg").type.value_type) == "halffloat"
+
+
+def test_interrupted_run_keeps_finished_subjects_and_resumes(small_bids, tmp_path):
+    store = tmp_path / "store"
+
+    class StopAfterFirst:
+        def start(self, total):
+            pass
+
+        def update(self, record):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare([small_bids], store, PrepareOptions(), progress=StopAfterFirst())
+    manifest = load_manifest(store)
+    assert manifest["complete"] is False and len(manifest["files"]) == 2
+    assert not list(store.rglob("*.tmp*"))
+    resumed = prepare([small_bids], store, PrepareOptions())
+    assert resumed.reused == 1 and load_manifest(store)["complete"]
+
+
+def test_parallel_workers_write_identical_files(small_bids, tmp_path):
+    prepare([small_bids], tmp_path / "a", PrepareOptions(workers=1))
+    prepare([small_bids], tmp_path / "b", PrepareOptions(workers=2))
+    sums = [
+        sorted((f["path"], f["sha256"]) for f in load_manifest(tmp_path / s)["files"])
+        for s in ("a", "b")
+    ]
+    assert sums[0] == sums[1]
+
+
+def test_resting_state_can_feed_challenge2(synthetic_bids, tmp_path):
+    bids, _ = synthetic_bids
+    store = tmp_path / "store"
+    summary = prepare(
+        [bids / "R1_L100_bdf"],
+        store,
+        PrepareOptions(challenges=(2,), c2_tasks=(CCD, "RestingState")),
+        max_subjects=1,
+    )
+    _, meta = read_windows(store, 2)
+    assert set(meta["task"]) == {CCD, "RestingState"}
+    assert summary.windows == {"2": len(meta)}
+    assert not (store / "challenge1").exists()
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="challenges"):
+        PrepareOptions(challenges=(3,))
+    with pytest.raises(ValueError, match="dtype"):
+        PrepareOptions(dtype="int8")
+
+
+@pytest.mark.ray
+def test_ray_data_reads_the_store(prepared_store):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    try:
+        ds = ray.data.read_parquet(str(prepared_store / "challenge1"))
+        batch = next(iter(ds.iter_batches(batch_size=8, batch_format="numpy")))
+        assert batch["eeg"].shape == (8, 129, 200) and batch["eeg"].dtype == np.float32
+        assert ds.count() == len(read_windows(prepared_store, 1)[1])
+    finally:
+        ray.shutdown()
+    assert np.isfinite(batch["target"]).all()
