@@ -140,6 +140,64 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cv(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from eegtune.training.config import TrainConfig, parse_overrides
+    from eegtune.training.cross_validate import run_cv
+
+    overrides = parse_overrides(args.set or [])
+    if args.smoke_test:
+        overrides = {"max_epochs": 2, "patience": 2, **overrides}
+    hp = TrainConfig(model=args.model, seed=args.seed).with_overrides(overrides)
+    split = "release" if args.by_release else "kfold"
+    bar = tqdm(desc=f"cv {args.model}", unit="epoch", disable=args.quiet)
+
+    def on_report(m: dict) -> None:
+        if "epoch" in m:
+            bar.update(1)
+            bar.set_postfix(fold=m["fold"], epoch=m["epoch"], val_rmse=f"{m['inner_val_rmse']:.4f}")
+
+    try:
+        result = run_cv(
+            args.store,
+            int(args.challenge),
+            hp,
+            args.out,
+            n_folds=args.folds,
+            split=split,
+            on_report=on_report,
+        )
+    except FileNotFoundError as exc:
+        print(f"eegtune cv: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        bar.close()
+    print(result.table())
+    print(f"out-of-fold predictions and checkpoints in {result.run_dir}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from eegtune.training.audit import audit_store
+
+    split = "release" if args.by_release else "kfold"
+    try:
+        text, problems = audit_store(args.store, int(args.challenge), split, args.folds, args.seed)
+    except FileNotFoundError as exc:
+        print(f"eegtune audit: error: {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    return 1 if problems else 0
+
+
+def _add_split_args(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--folds", type=int, default=5, help="subject-grouped K folds")
+    group.add_argument("--by-release", action="store_true", help="leave one release out")
+    p.add_argument("--seed", type=int, default=0, help="drives the splits, init and data order")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eegtune",
@@ -180,6 +238,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true", help="recheck every file's checksum")
     p.add_argument("--json", action="store_true", help="print the whole manifest")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("cv", help="cross-validate one model configuration in this process")
+    p.add_argument("--store", required=True)
+    p.add_argument("--challenge", choices=("1", "2"), required=True)
+    p.add_argument("--model", required=True, help="a registered model name")
+    _add_split_args(p)
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="e.g. lr=3e-4, model.dropout=0.2"
+    )
+    p.add_argument("--out", required=True, help="run folder for checkpoints and predictions")
+    p.add_argument("--smoke-test", action="store_true", help="2 epochs per fold")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_cv)
+
+    p = sub.add_parser("audit", help="show a store's folds and check they cannot leak")
+    p.add_argument("store")
+    p.add_argument("--challenge", choices=("1", "2"), default="1")
+    _add_split_args(p)
+    p.set_defaults(func=cmd_audit)
     return parser
 
 

@@ -19,14 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from eegtune.metrics import nrmse
+
 WINDOW_START_S = 0.5
 WINDOW_END_S = 2.5
-
-
-def nrmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    y_true = np.asarray(y_true, dtype=float)
-    y_pred = np.asarray(y_pred, dtype=float)
-    return float(np.sqrt(np.mean((y_true - y_pred) ** 2)) / np.std(y_true))
 
 
 def challenge1_posterior_mean(

@@ -5,15 +5,7 @@ from eegtune.data.synthetic.oracle import (
     challenge1_floor,
     challenge1_posterior_mean,
     challenge2_floor,
-    nrmse,
 )
-
-
-def test_nrmse_is_rmse_over_population_std():
-    y = np.array([1.0, 2.0, 3.0, 4.0])
-    assert nrmse(y, np.full(4, y.mean())) == pytest.approx(1.0)
-    pred = y + np.array([0.5, -0.5, 0.5, -0.5])
-    assert nrmse(y, pred) == pytest.approx(0.5 / np.std(y, ddof=0))
 
 
 def test_challenge1_floor_matches_gaussian_theory_without_censoring():

@@ -1,0 +1,116 @@
+"""Typed training configuration that round-trips through the flat dicts Ray expects.
+
+Two dataclasses, kept apart on purpose:
+
+- :class:`TrainConfig` holds the hyperparameters (data: what a search varies);
+- :class:`FoldJob` says where and on what to run (store path, challenge, split, fold,
+  output folder), which comes from CLI flags.
+
+``to_flat`` gives one flat dict with model hyperparameters as ``model.<name>`` keys, so
+that a Ray Tune search space can address any of them; ``from_flat`` reverses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+MODEL_PREFIX = "model."
+SPLITS = ("kfold", "release")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "softargmax_tcn"
+    model_params: dict[str, Any] = field(default_factory=dict)
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    batch_size: int = 64
+    max_epochs: int = 30
+    patience: int = 6
+    inner_val_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(
+                f"lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}"
+            )
+        if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
+            raise ValueError("batch_size, max_epochs and patience must be at least 1")
+        if not 0.0 < self.inner_val_fraction < 1.0:
+            raise ValueError(f"inner_val_fraction must be in (0, 1), got {self.inner_val_fraction}")
+
+    def to_flat(self) -> dict[str, Any]:
+        flat = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        params = flat.pop("model_params")
+        flat.update({f"{MODEL_PREFIX}{k}": v for k, v in params.items()})
+        return flat
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)} - {"model_params"}
+        params = {k[len(MODEL_PREFIX) :]: v for k, v in flat.items() if k.startswith(MODEL_PREFIX)}
+        return cls(model_params=params, **{k: v for k, v in flat.items() if k in names})
+
+    def with_overrides(self, overrides: dict[str, Any]) -> TrainConfig:
+        """Apply ``--set key=value`` style overrides (values already parsed)."""
+        known = set(self.to_flat()) | {f.name for f in dataclasses.fields(self)}
+        bad = [k for k in overrides if k not in known and not k.startswith(MODEL_PREFIX)]
+        if bad:
+            raise ValueError(
+                f"unknown setting(s) {bad}; use model.<name> for model hyperparameters"
+            )
+        return TrainConfig.from_flat({**self.to_flat(), **overrides})
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    store: str
+    challenge: int
+    out_dir: str
+    fold: int = 0
+    n_folds: int = 5
+    split: str = "kfold"
+    threads: int = 0  # 0 leaves torch's default
+
+    def __post_init__(self) -> None:
+        if self.challenge not in (1, 2):
+            raise ValueError(f"challenge must be 1 or 2, got {self.challenge}")
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+        if self.split == "kfold" and self.n_folds < 2:
+            raise ValueError("n_folds must be at least 2")
+
+    def to_flat(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> FoldJob:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in flat.items() if k in names})
+
+
+def make_config(job: FoldJob, hp: TrainConfig) -> dict[str, Any]:
+    """The flat ``config`` that ``train_func`` takes."""
+    return {**job.to_flat(), **hp.to_flat()}
+
+
+def parse_value(text: str) -> Any:
+    """``--set`` values: JSON where it parses (numbers, booleans), else the plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = parse_value(value.strip())
+    return out

@@ -1,0 +1,120 @@
+"""A fold's windows in memory, and the batches the training loop draws from them.
+
+Challenge 2 stores 4 s windows; training takes a fresh random 2 s crop of each window
+every epoch, while evaluation uses one fixed crop per window drawn like the official
+scorer (a generator seeded with 42), so the reported NRMSE is comparable to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from eegtune.data.store import read_windows
+
+CROP_SAMPLES = 200
+SCORER_CROP_SEED = 42
+ID_COLUMNS = ["subject", "release", "recording", "window_index", "target"]
+
+
+@dataclass
+class WindowSet:
+    eeg: np.ndarray  # (n, 129, T) float32
+    meta: pd.DataFrame  # ID_COLUMNS at least
+
+    def __len__(self) -> int:
+        return len(self.meta)
+
+    @property
+    def target(self) -> np.ndarray:
+        return np.array(self.meta["target"], dtype=np.float32)  # writable: torch wraps it
+
+    @property
+    def subjects(self) -> set[str]:
+        return set(self.meta["subject"])
+
+
+def load_window_set(store: str | Path, challenge: int, subjects: tuple[str, ...]) -> WindowSet:
+    eeg, meta = read_windows(Path(store), challenge, subjects=list(subjects))
+    if eeg.dtype != np.float32 or not eeg.flags.writeable:
+        # Arrow hands out read-only buffers, which torch refuses to wrap without a copy.
+        eeg = eeg.astype(np.float32)
+    return WindowSet(eeg, meta[ID_COLUMNS].reset_index(drop=True))
+
+
+def scorer_crops(n: int, total: int, length: int = CROP_SAMPLES) -> np.ndarray:
+    """Fixed crop offsets for evaluation, one per window, as the scorer draws them."""
+    return np.random.default_rng(SCORER_CROP_SEED).integers(0, total - length + 1, size=n)
+
+
+def _crop(eeg: np.ndarray, offsets: np.ndarray, length: int) -> np.ndarray:
+    idx = offsets[:, None] + np.arange(length)[None, :]
+    return np.take_along_axis(eeg, idx[:, None, :], axis=2)
+
+
+def train_batches(
+    ws: WindowSet, batch_size: int, rng: np.random.Generator, crop: bool
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Shuffled batches; with ``crop`` a fresh random 2 s crop of every window."""
+    order = rng.permutation(len(ws))
+    y = ws.target
+    for start in range(0, len(order), batch_size):
+        idx = np.sort(order[start : start + batch_size])
+        x = ws.eeg[idx]
+        if crop and x.shape[2] > CROP_SAMPLES:
+            x = _crop(
+                x, rng.integers(0, x.shape[2] - CROP_SAMPLES + 1, size=len(idx)), CROP_SAMPLES
+            )
+        yield x, y[idx]
+
+
+def eval_batches(ws: WindowSet, batch_size: int) -> Iterator[np.ndarray]:
+    """In-order batches with the scorer's fixed crops (a no-op for 2 s windows)."""
+    offsets = None
+    if ws.eeg.shape[2] > CROP_SAMPLES:
+        offsets = scorer_crops(len(ws), ws.eeg.shape[2])
+    for start in range(0, len(ws), batch_size):
+        x = ws.eeg[start : start + batch_size]
+        if offsets is not None:
+            x = _crop(x, offsets[start : start + batch_size], CROP_SAMPLES)
+        yield x
+
+
+def eval_arrays(ws: WindowSet) -> np.ndarray:
+    """Every window as the model sees it at evaluation (for closed-form fits)."""
+    return np.concatenate(list(eval_batches(ws, 4096))) if len(ws) else ws.eeg[:, :, :CROP_SAMPLES]
+
+
+@dataclass
+class FoldSubjects:
+    fit: tuple[str, ...]  # the fold's training subjects minus the inner validation ones
+    inner_val: tuple[str, ...]  # early stopping and checkpoint selection only
+    test: tuple[str, ...]  # held out: touched once, for the out-of-fold predictions
+
+
+class InMemoryFoldSource:
+    """A fold's three subject sets loaded from the store into memory.
+
+    The Ray issue swaps this for a Ray Data stream with the same methods; the subject
+    sets stay the single source of truth for what each stage may see.
+    """
+
+    def __init__(self, store: str | Path, challenge: int, subjects: FoldSubjects) -> None:
+        self.challenge = challenge
+        self.subjects = subjects
+        self.fit = load_window_set(store, challenge, subjects.fit)
+        self.inner_val = load_window_set(store, challenge, subjects.inner_val)
+        self._store = store
+
+    def train_batches(
+        self, batch_size: int, rng: np.random.Generator
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return train_batches(self.fit, batch_size, rng, crop=self.challenge == 2)
+
+    def load_test(self) -> WindowSet:
+        """Called once, after training, for the out-of-fold predictions."""
+        return load_window_set(self._store, self.challenge, self.subjects.test)

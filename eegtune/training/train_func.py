@@ -1,0 +1,203 @@
+"""Where a fold is trained: ``train_func(config)``, a pure function of its config.
+
+It builds the data, model, AdamW, a cosine schedule, the loss and early stopping from
+the flat ``config``; trains on one fold; reports every epoch through
+:mod:`eegtune.training.reporting`; and writes the fold's checkpoint and out-of-fold
+predictions. One ``seed`` drives the split, the initialisation and the data order.
+
+Early stopping and checkpoint selection use inner-validation subjects carved from the
+fold's training subjects; the held-out subjects are read once, after training.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from eegtune.metrics import nrmse, rmse
+from eegtune.models import create_model
+from eegtune.models.base import EEGModel
+from eegtune.training.config import FoldJob, TrainConfig
+from eegtune.training.fold_data import (
+    CROP_SAMPLES,
+    FoldSubjects,
+    InMemoryFoldSource,
+    WindowSet,
+    eval_arrays,
+    eval_batches,
+)
+from eegtune.training.folds import inner_split, make_folds, store_subjects
+from eegtune.training.reporting import report
+
+CHECKPOINT = "checkpoint.pt"
+OOF = "oof.parquet"
+
+
+def fold_subjects(job: FoldJob, hp: TrainConfig) -> FoldSubjects:
+    """The fold's fit / inner-validation / held-out subjects, from the seed alone."""
+    folds = make_folds(store_subjects(job.store, job.challenge), job.split, job.n_folds, hp.seed)
+    if not 0 <= job.fold < len(folds):
+        raise ValueError(f"fold {job.fold} does not exist; the split has {len(folds)} folds")
+    fold = folds[job.fold]
+    fit, inner = inner_split(fold.train, hp.inner_val_fraction, hp.seed, job.fold)
+    return FoldSubjects(fit=fit, inner_val=inner, test=fold.test)
+
+
+def build_model(hp: TrainConfig) -> EEGModel:
+    return create_model(
+        hp.model, n_chans=129, n_times=CROP_SAMPLES, n_outputs=1, sfreq=100.0, **hp.model_params
+    )
+
+
+@torch.inference_mode()
+def predict(model: EEGModel, ws: WindowSet, batch_size: int = 256) -> np.ndarray:
+    model.eval()
+    if len(ws) == 0:
+        return np.zeros(0, dtype=np.float32)
+    out = [
+        model(torch.from_numpy(np.ascontiguousarray(x))).numpy()[:, 0]
+        for x in eval_batches(ws, batch_size)
+    ]
+    return np.concatenate(out)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _write_oof(ws: WindowSet, pred: np.ndarray, fold: int, path: Path) -> None:
+    table = ws.meta.assign(prediction=pred.astype(np.float32), fold=np.int16(fold))
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    table.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _fit_by_gradient(
+    model: EEGModel, source: InMemoryFoldSource, hp: TrainConfig, job: FoldJob
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    opt = torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+    steps = hp.max_epochs * max(1, math.ceil(len(source.fit) / hp.batch_size))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    # Selection uses inner-validation RMSE: on a fixed set it ranks epochs exactly as NRMSE
+    # does, and it stays defined when those subjects share one target (Challenge 2).
+    best = {"inner_val_rmse": math.inf, "epoch": -1}
+    best_state = copy.deepcopy(model.state_dict())
+    stale = 0
+    y_val = source.inner_val.target
+    for epoch in range(hp.max_epochs):
+        start = time.perf_counter()
+        rng = np.random.default_rng([hp.seed, 3, job.fold, epoch])
+        model.train()
+        losses, seen = 0.0, 0
+        for x, y in source.train_batches(hp.batch_size, rng):
+            opt.zero_grad(set_to_none=True)
+            loss = model.loss(torch.from_numpy(x), torch.from_numpy(y))
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses += loss.item() * len(y)
+            seen += len(y)
+        val = rmse(y_val, predict(model, source.inner_val))
+        if val < best["inner_val_rmse"]:
+            best = {"inner_val_rmse": val, "epoch": epoch}
+            best_state = copy.deepcopy(model.state_dict())
+            stale = 0
+        else:
+            stale += 1
+        report(
+            {
+                "epoch": epoch,
+                "fold": job.fold,
+                "train_loss": losses / max(seen, 1),
+                "inner_val_rmse": val,
+                "best_inner_val_rmse": best["inner_val_rmse"],
+                "lr": sched.get_last_lr()[0],
+                "epoch_seconds": time.perf_counter() - start,
+            }
+        )
+        if stale >= hp.patience:
+            break
+    return best_state, best
+
+
+def train_func(config: dict[str, Any]) -> dict[str, Any]:
+    """Train one fold from a flat config; return its summary metrics."""
+    job, hp = FoldJob.from_flat(config), TrainConfig.from_flat(config)
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    torch.manual_seed(hp.seed * 1000 + job.fold)
+    subjects = fold_subjects(job, hp)
+    source = InMemoryFoldSource(job.store, job.challenge, subjects)
+    model = build_model(hp)
+    if job.challenge not in type(model).challenges:
+        raise ValueError(f"model {hp.model!r} does not support challenge {job.challenge}")
+
+    if model.trainable_by_gradient:
+        state, best = _fit_by_gradient(model, source, hp, job)
+        model.load_state_dict(state)
+    else:
+        model.fit(eval_arrays(source.fit), source.fit.target)
+        val = rmse(source.inner_val.target, predict(model, source.inner_val))
+        best = {"inner_val_rmse": val, "epoch": 0}
+        report({"epoch": 0, "fold": job.fold, "inner_val_rmse": val, "best_inner_val_rmse": val})
+
+    test = source.load_test()
+    pred = predict(model, test)
+    out = Path(job.out_dir) / f"fold{job.fold}"
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = {
+        "fold": job.fold,
+        "best_epoch": best["epoch"],
+        "inner_val_rmse": best["inner_val_rmse"],
+        "oof_rmse": rmse(test.target, pred),
+        # A held-out fold of one Challenge 2 subject has one target: NRMSE is undefined.
+        "oof_nrmse": nrmse(test.target, pred) if np.ptp(test.target) > 0 else None,
+        "n_fit_windows": len(source.fit),
+        "n_test_windows": len(test),
+        "subjects": {
+            "fit": list(subjects.fit),
+            "inner_val": list(subjects.inner_val),
+            "test": list(subjects.test),
+        },
+    }
+    _write_oof(test, pred, job.fold, out / OOF)
+    # Plain JSON types only, so the checkpoint loads under weights_only=True.
+    plain = json.loads(json.dumps({"metrics": metrics, "config": config}, default=float))
+    _atomic_torch_save(
+        {"state_dict": model.state_dict(), "model_config": model.get_config(), **plain},
+        out / CHECKPOINT,
+    )
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    report(
+        {**{k: v for k, v in metrics.items() if k != "subjects"}, "done": True}, checkpoint_dir=out
+    )
+    return metrics
+
+
+def load_checkpoint(path: str | Path) -> tuple[EEGModel, dict[str, Any]]:
+    """Rebuild a fold's model from its checkpoint (``weights_only=True``: no pickled code)."""
+    from eegtune.models import model_from_config
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model = model_from_config(ckpt["model_config"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return model, ckpt
+
+
+def oof_frame(run_dir: str | Path) -> pd.DataFrame:
+    files = sorted(Path(run_dir).glob(f"fold*/{OOF}"))
+    if not files:
+        raise FileNotFoundError(f"{run_dir}: no out-of-fold predictions")
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)

@@ -1,0 +1,37 @@
+import json
+
+import pytest
+
+from eegtune.training.config import FoldJob, TrainConfig, make_config, parse_overrides
+
+
+def test_flat_round_trip_and_json():
+    hp = TrainConfig(model="sparse_attention", model_params={"head_ratio": 0.1}, lr=3e-4)
+    job = FoldJob(store="s", challenge=2, out_dir="o", fold=3, n_folds=5)
+    flat = make_config(job, hp)
+    assert flat["model.head_ratio"] == 0.1 and flat["fold"] == 3
+    again = json.loads(json.dumps(flat))
+    assert TrainConfig.from_flat(again) == hp
+    assert FoldJob.from_flat(again) == job
+
+
+def test_overrides_reach_model_params_and_reject_typos():
+    hp = TrainConfig().with_overrides(parse_overrides(["lr=0.01", "model.dropout=0.3"]))
+    assert hp.lr == 0.01 and hp.model_params == {"dropout": 0.3}
+    with pytest.raises(ValueError, match="unknown setting"):
+        TrainConfig().with_overrides({"learning_rate": 1.0})
+    with pytest.raises(ValueError, match="key=value"):
+        parse_overrides(["lr"])
+
+
+@pytest.mark.parametrize("kwargs", [{"lr": 0.0}, {"batch_size": 0}, {"inner_val_fraction": 1.0}])
+def test_bad_hyperparameters_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        TrainConfig(**kwargs)
+
+
+def test_bad_jobs_are_refused():
+    with pytest.raises(ValueError, match="challenge"):
+        FoldJob(store="s", challenge=3, out_dir="o")
+    with pytest.raises(ValueError, match="split"):
+        FoldJob(store="s", challenge=1, out_dir="o", split="window")
