@@ -26,6 +26,9 @@ demo: $(STAMP)
 	$(VENV)/bin/eegtune synth --out $(DEMO)/bids --subjects 8 --releases R1,R2 --seed 0
 	$(VENV)/bin/eegtune prepare --bids $(DEMO)/bids --out $(DEMO)/store --workers 2
 	$(VENV)/bin/eegtune info $(DEMO)/store --verify
+	$(VENV)/bin/eegtune audit $(DEMO)/store --folds 4
+	$(VENV)/bin/eegtune cv --store $(DEMO)/store --challenge 1 --model softargmax_tcn \
+		--folds 4 --set max_epochs=8 --out $(DEMO)/runs/c1_softargmax_tcn
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -281,7 +281,10 @@ def _run_units(units: list[SubjectUnit], store: Path, options: PrepareOptions) -
         for unit in units:
             yield process_unit(unit, store, options)
         return
-    ctx = multiprocessing.get_context("spawn")
+    # A forkserver imports the heavy modules once and forks clean workers from that state;
+    # plain fork would copy pyarrow's and tqdm's threads, spawn would re-import per worker.
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["eegtune.data.prepare"])
     with ProcessPoolExecutor(options.workers, mp_context=ctx) as pool:
         pending = {pool.submit(process_unit, u, store, options) for u in units}
         try:
