@@ -7,6 +7,7 @@ to the attention pattern alone.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +38,16 @@ class AttentionHparams(ModelHparams):
             raise ValueError(f"hyperparameter 'dropout' must be in [0, 1), got {self.dropout}")
         if self.d_model % self.n_heads != 0:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+
+
+def sinusoidal_positions(n: int, d: int) -> Tensor:
+    """(1, n, d) sine/cosine position code with unit amplitude (Vaswani et al. 2017)."""
+    pos = torch.arange(n, dtype=torch.float32).unsqueeze(1)
+    freq = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
+    code = torch.zeros(n, d)
+    code[:, 0::2] = torch.sin(pos * freq)
+    code[:, 1::2] = torch.cos(pos * freq[: d // 2])
+    return code.unsqueeze(0)
 
 
 class ConvFrontEnd(nn.Module):
@@ -141,9 +152,14 @@ class AttentionRegressor(EEGModel):
         )
         self.channel_attention = SqueezeExcite(hp.d_model, hp.se_reduction)
         # Absolute position matters for response time (the press sits at RT - 0.5 s), and
-        # attention alone is permutation-equivariant, so learn a position embedding.
+        # attention alone is permutation-equivariant. A fixed unit-scale sinusoidal code
+        # makes position readable from the first step (a small random learned embedding
+        # was drowned by the tokens and never learned in a short CPU budget); a learned
+        # residual, zero at start, can refine it.
+        self.register_buffer(
+            "pos_code", sinusoidal_positions(self.seq_len, hp.d_model), persistent=False
+        )
         self.pos_embedding = nn.Parameter(torch.zeros(1, self.seq_len, hp.d_model))
-        nn.init.trunc_normal_(self.pos_embedding, std=0.02)
         self.blocks = nn.ModuleList(
             TransformerBlock(self.make_attention(), hp.d_model, hp.ff_mult, hp.dropout)
             for _ in range(hp.n_layers)
@@ -162,7 +178,7 @@ class AttentionRegressor(EEGModel):
 
     def forward_normalized(self, z: Tensor) -> Tensor:
         tokens = self.front_end(z).transpose(1, 2)  # (B, N, d)
-        tokens = self.channel_attention(tokens) + self.pos_embedding
+        tokens = self.channel_attention(tokens) + self.pos_code + self.pos_embedding
         for block in self.blocks:
             tokens = block(tokens)
         return self.head(self.temporal_attention(self.final_norm(tokens)))

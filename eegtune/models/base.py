@@ -105,6 +105,9 @@ class EEGModel(nn.Module):
     Hparams: ClassVar[type[ModelHparams]] = ModelHparams
     trainable_by_gradient: ClassVar[bool] = True
     challenges: ClassVar[tuple[int, ...]] = (1, 2)
+    # Networks regress a standardised target and map it back with saved buffers, so the
+    # output layer starts at the training mean instead of spending epochs walking to it.
+    scales_targets: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -134,6 +137,19 @@ class EEGModel(nn.Module):
         self.sfreq = float(sfreq)
         self.hp = self.Hparams(**hparams)
         self.norm = WindowNorm(drop_cz=self.hp.drop_cz)
+        if self.scales_targets:
+            self.register_buffer("target_mean", torch.zeros(self.n_outputs))
+            self.register_buffer("target_std", torch.ones(self.n_outputs))
+
+    def set_target_scale(self, mean: float, std: float) -> None:
+        """Set the training targets' mean and std (kept in the state_dict); a no-op for
+        models whose output is not a free regression (soft-argmax, closed-form fits)."""
+        if not self.scales_targets:
+            return
+        if not std > 0:
+            raise ValueError(f"target std must be > 0, got {std}")
+        self.target_mean.fill_(float(mean))
+        self.target_std.fill_(float(std))
 
     @property
     def n_net_chans(self) -> int:
@@ -159,7 +175,8 @@ class EEGModel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
-        return self.forward_normalized(self.norm(x))
+        out = self.forward_normalized(self.norm(x))
+        return out * self.target_std + self.target_mean if self.scales_targets else out
 
     def forward_normalized(self, z: Tensor) -> Tensor:
         raise NotImplementedError

@@ -37,6 +37,7 @@ class ClosedFormModel(EEGModel):
     """Closed-form fit: ``reset``, then ``partial_fit`` per chunk, then ``finalize``."""
 
     trainable_by_gradient = False
+    scales_targets = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -122,7 +123,10 @@ class MeanBaseline(ClosedFormModel):
 
 @dataclass(frozen=True)
 class RidgeHparams(ModelHparams):
-    alpha: float = 10.0  # L2 penalty on standardised features (sklearn Ridge convention)
+    # L2 penalty per window on standardised features (sklearn's alpha divided by the number
+    # of training windows), so its strength does not fade as the data grows: with ~1,000
+    # windows from ~20 subjects, sklearn's alpha=10 fits subject identity, not the target.
+    alpha: float = 1.0
     window_norm: bool = False  # z-score windows first: keeps only the relative spectrum
 
     def validate(self) -> None:
@@ -209,8 +213,8 @@ class RidgeBandpower(ClosedFormModel):
         sxy = self._sy - torch.outer(self._s1, self._ysum) / n  # centred X^T y
         std = torch.sqrt(torch.clamp(torch.diagonal(sxx) / n, min=0.0))
         scale = torch.where(std > 1e-12, std, torch.ones_like(std))  # constant features -> coef 0
-        gram = sxx / torch.outer(scale, scale)
-        rhs = sxy / scale.unsqueeze(1)
+        gram = sxx / torch.outer(scale, scale) / n  # the features' correlation matrix
+        rhs = sxy / scale.unsqueeze(1) / n
         eye = torch.eye(gram.shape[0], dtype=torch.float64)
         try:
             coef = torch.linalg.solve(gram + self.hp.alpha * eye, rhs)

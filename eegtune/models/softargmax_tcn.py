@@ -71,6 +71,7 @@ def gaussian_log_target(centre: Tensor, n_times: int, sigma: float) -> Tensor:
 
 @register_model("softargmax_tcn")
 class SoftArgmaxTCN(EEGModel):
+    scales_targets = False  # the output is an expectation over the window's own time axis
     Hparams = SoftArgmaxTCNHparams
     hp: SoftArgmaxTCNHparams
     challenges = (1,)

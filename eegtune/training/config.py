@@ -25,11 +25,11 @@ SPLITS = ("kfold", "release")
 class TrainConfig:
     model: str = "softargmax_tcn"
     model_params: dict[str, Any] = field(default_factory=dict)
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-2
     batch_size: int = 64
     max_epochs: int = 30
-    patience: int = 6
+    patience: int = 8
     inner_val_fraction: float = 0.2
     seed: int = 0
 

@@ -144,6 +144,8 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"model {hp.model!r} does not support challenge {job.challenge}")
 
     if model.trainable_by_gradient:
+        y_fit = source.fit.target
+        model.set_target_scale(float(y_fit.mean()), float(y_fit.std()) or 1.0)
         state, best = _fit_by_gradient(model, source, hp, job)
         model.load_state_dict(state)
     else:
