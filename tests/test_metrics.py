@@ -23,3 +23,16 @@ def test_nrmse_refuses_mismatched_or_constant_targets():
 def test_overall_score_weights():
     assert overall_score(1.0, 0.0) == pytest.approx(0.3)
     assert overall_score(0.91394, 0.98519) == pytest.approx(0.96381, abs=1e-4)
+
+
+def test_pooled_nrmse_from_sums_equals_nrmse_of_the_union():
+    from eegtune.metrics import error_sums, pooled_nrmse
+
+    rng = np.random.default_rng(0)
+    parts, ys, ps = [], [], []
+    for n in (5, 17, 40):
+        y, p = rng.normal(1.5, 0.4, n), rng.normal(1.5, 0.4, n)
+        parts.append(error_sums(y, p))
+        ys.append(y)
+        ps.append(p)
+    assert pooled_nrmse(parts) == pytest.approx(nrmse(np.concatenate(ys), np.concatenate(ps)))

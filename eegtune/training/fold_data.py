@@ -7,7 +7,9 @@ scorer (a generator seeded with 42), so the reported NRMSE is comparable to it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,3 +120,23 @@ class InMemoryFoldSource:
     def load_test(self) -> WindowSet:
         """Called once, after training, for the out-of-fold predictions."""
         return load_window_set(self._store, self.challenge, self.subjects.test)
+
+
+FoldSourceFactory = Callable[[str | Path, int, FoldSubjects], InMemoryFoldSource]
+_factory: contextvars.ContextVar[FoldSourceFactory] = contextvars.ContextVar(
+    "fold_source", default=InMemoryFoldSource
+)
+
+
+def open_fold_source(store: str | Path, challenge: int, subjects: FoldSubjects):
+    """The active fold source: in memory by default, a Ray Data stream under Ray Train."""
+    return _factory.get()(store, challenge, subjects)
+
+
+@contextlib.contextmanager
+def using_fold_source(factory: FoldSourceFactory) -> Iterator[None]:
+    token = _factory.set(factory)
+    try:
+        yield
+    finally:
+        _factory.reset(token)

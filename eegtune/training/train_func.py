@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from eegtune.metrics import nrmse, rmse
+from eegtune.metrics import error_sums, nrmse, rmse
 from eegtune.models import create_model
 from eegtune.models.base import EEGModel
 from eegtune.training.config import FoldJob, TrainConfig
@@ -34,6 +34,7 @@ from eegtune.training.fold_data import (
     WindowSet,
     eval_arrays,
     eval_batches,
+    open_fold_source,
 )
 from eegtune.training.folds import inner_split, make_folds, store_subjects
 from eegtune.training.reporting import report
@@ -108,7 +109,8 @@ def _fit_by_gradient(
             sched.step()
             losses += loss.item() * len(y)
             seen += len(y)
-        val = rmse(y_val, predict(model, source.inner_val))
+        val_pred = predict(model, source.inner_val)
+        val = rmse(y_val, val_pred)
         if val < best["inner_val_rmse"]:
             best = {"inner_val_rmse": val, "epoch": epoch}
             best_state = copy.deepcopy(model.state_dict())
@@ -124,6 +126,8 @@ def _fit_by_gradient(
                 "best_inner_val_rmse": best["inner_val_rmse"],
                 "lr": sched.get_last_lr()[0],
                 "epoch_seconds": time.perf_counter() - start,
+                # Lets a fold-parallel run pool the inner-validation NRMSE across folds.
+                **{f"inner_val_{k}": v for k, v in error_sums(y_val, val_pred).items()},
             }
         )
         if stale >= hp.patience:
@@ -138,7 +142,7 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
         torch.set_num_threads(job.threads)
     torch.manual_seed(hp.seed * 1000 + job.fold)
     subjects = fold_subjects(job, hp)
-    source = InMemoryFoldSource(job.store, job.challenge, subjects)
+    source = open_fold_source(job.store, job.challenge, subjects)
     model = build_model(hp)
     if job.challenge not in type(model).challenges:
         raise ValueError(f"model {hp.model!r} does not support challenge {job.challenge}")

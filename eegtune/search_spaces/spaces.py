@@ -1,0 +1,162 @@
+"""The registered spaces: one per tuned architecture, plus the architecture-choosing zoo.
+
+The zoo is split per challenge (``zoo`` for challenge 1, ``zoo_c2`` for challenge 2) rather
+than taking the challenge as an argument: Ray's ``OptunaSearch`` calls a one-argument
+define-by-run function, and the set of architectures is part of the space's identity (a
+study's ``model`` categorical must keep the same choices for every trial). The CLI knows the
+challenge, so ``zoo_for(challenge)`` picks the right one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from eegtune.models import get_model_class
+from eegtune.search_spaces.registry import DefineFn, SearchSpace, register_space
+from eegtune.search_spaces.subspaces import (
+    ARCHITECTURES,
+    suggest_eegnex,
+    suggest_recipe,
+    suggest_softargmax_tcn,
+    suggest_sparse_attention,
+)
+
+__all__ = [
+    "EEGNEX_RECIPE",
+    "SOFTARGMAX_TCN",
+    "SPARSE_ATTENTION",
+    "ZOO",
+    "ZOO_C2",
+    "ZOO_CANDIDATES",
+    "eegnex_recipe_space",
+    "make_zoo_space",
+    "softargmax_tcn_space",
+    "sparse_attention_space",
+    "zoo_for",
+    "zoo_models",
+]
+
+# dense_attention is in the zoo only as the control for sparse_attention (same backbone,
+# full attention); the closed-form baselines are fitted, not tuned.
+ZOO_CANDIDATES = ("sparse_attention", "dense_attention", "softargmax_tcn", "eegnex")
+
+
+def sparse_attention_space(trial: optuna.Trial) -> dict[str, Any]:
+    suggest_sparse_attention(trial)
+    suggest_recipe(trial)
+    return {"model": "sparse_attention"}
+
+
+def softargmax_tcn_space(trial: optuna.Trial) -> dict[str, Any]:
+    suggest_softargmax_tcn(trial)
+    suggest_recipe(trial)
+    return {"model": "softargmax_tcn"}
+
+
+def eegnex_recipe_space(trial: optuna.Trial) -> dict[str, Any]:
+    suggest_eegnex(trial)
+    suggest_recipe(trial)
+    return {"model": "eegnex"}
+
+
+def zoo_models(challenge: int) -> tuple[str, ...]:
+    """The zoo's architectures that support ``challenge``, read from the model classes."""
+    return tuple(m for m in ZOO_CANDIDATES if challenge in get_model_class(m).challenges)
+
+
+def make_zoo_space(challenge: int) -> DefineFn:
+    """Define-by-run over the architecture, then only that architecture's parameters."""
+    models = zoo_models(challenge)
+    if not models:
+        raise ValueError(f"no zoo architecture supports challenge {challenge}")
+
+    def zoo_space(trial: optuna.Trial) -> dict[str, Any]:
+        model = trial.suggest_categorical("model", models)
+        ARCHITECTURES[model](trial)
+        suggest_recipe(trial)
+        return {}  # "model" is searched here, so nothing is constant
+
+    zoo_space.__name__ = zoo_space.__qualname__ = f"zoo_space_c{challenge}"
+    return zoo_space
+
+
+def _challenges_of(model: str) -> tuple[int, ...]:
+    return tuple(get_model_class(model).challenges)
+
+
+SPARSE_ATTENTION = register_space(
+    SearchSpace(
+        name="sparse_attention",
+        version=1,
+        description=(
+            "CNN + grouped self-attention: head_ratio (1 group = dense .. 25 groups), pattern, "
+            "widths, depth, dropout, and the optimiser recipe"
+        ),
+        challenges=_challenges_of("sparse_attention"),
+        define=sparse_attention_space,
+    )
+)
+
+SOFTARGMAX_TCN = register_space(
+    SearchSpace(
+        name="softargmax_tcn",
+        version=1,
+        description=(
+            "soft-argmax TCN (response time only): widths, kernel, depth, dropout, "
+            "KL or MSE loss (kl_sigma and mse_weight with KL only), and the optimiser recipe"
+        ),
+        challenges=_challenges_of("softargmax_tcn"),
+        define=softargmax_tcn_space,
+    )
+)
+
+EEGNEX_RECIPE = register_space(
+    SearchSpace(
+        name="eegnex_recipe",
+        version=1,
+        description=(
+            "starter-kit EEGNeX at braindecode's architecture: dropout, max-norm limits, "
+            "and the optimiser recipe"
+        ),
+        challenges=_challenges_of("eegnex"),
+        define=eegnex_recipe_space,
+    )
+)
+
+ZOO = register_space(
+    SearchSpace(
+        name="zoo",
+        version=1,
+        description=(
+            f"architecture search for challenge 1 over {list(zoo_models(1))}, each with its "
+            "own conditional parameters, and the optimiser recipe"
+        ),
+        challenges=(1,),
+        define=make_zoo_space(1),
+    )
+)
+
+ZOO_C2 = register_space(
+    SearchSpace(
+        name="zoo_c2",
+        version=1,
+        description=(
+            f"architecture search for challenge 2 over {list(zoo_models(2))}, each with its "
+            "own conditional parameters, and the optimiser recipe"
+        ),
+        challenges=(2,),
+        define=make_zoo_space(2),
+    )
+)
+
+_ZOO_BY_CHALLENGE = {1: ZOO, 2: ZOO_C2}
+
+
+def zoo_for(challenge: int) -> SearchSpace:
+    """The zoo space for ``challenge`` (``zoo`` or ``zoo_c2``)."""
+    try:
+        return _ZOO_BY_CHALLENGE[challenge]
+    except KeyError:
+        raise ValueError(f"challenge must be one of {sorted(_ZOO_BY_CHALLENGE)}") from None
