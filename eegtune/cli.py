@@ -191,6 +191,82 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def cmd_spaces(args: argparse.Namespace) -> int:
+    from eegtune.search_spaces import describe_space, list_spaces
+
+    if args.show:
+        print(describe_space(args.show))
+        return 0
+    for space in list_spaces():
+        challenges = ",".join(str(c) for c in space.challenges)
+        print(f"{space.label:<22} C{challenges:<4} {space.description}")
+    return 0
+
+
+def start_ray(address: str | None, num_cpus: int | None) -> None:
+    """Connect to a cluster, or start a local Ray bound to localhost."""
+    import ray
+
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return
+    # The dashboard process is what cleans up the placement groups of trials that ASHA
+    # stops; without it the next trial can wait forever for their CPUs.
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+    )
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    import ray
+
+    from eegtune.distributed.resources import ResourceError, plan_resources
+    from eegtune.distributed.tune import TuneJob, run_tune
+
+    n_trials, max_epochs, n_folds = args.trials, args.max_epochs, args.folds
+    if args.smoke_test:
+        n_trials, max_epochs, n_folds = min(n_trials, 2), min(max_epochs, 2), 2
+    job = TuneJob(
+        store=str(Path(args.store).resolve()),
+        challenge=int(args.challenge),
+        space=args.space,
+        n_trials=n_trials,
+        n_folds=n_folds,
+        name=args.name,
+        storage_path=str(Path(args.storage_path).resolve())
+        if "://" not in args.storage_path
+        else args.storage_path,
+        max_epochs=max_epochs,
+        seed=args.seed,
+    )
+    start_ray(args.address, args.num_cpus)
+    try:
+        plan = plan_resources(
+            ray.cluster_resources().get("CPU", 0),
+            n_folds,
+            workers_per_fold=args.workers_per_fold,
+            cpus_per_worker=args.cpus_per_worker,
+        )
+        print(f"resources: {plan.describe()}")
+        table = run_tune(job, plan, resume=args.resume, verbose=0 if args.quiet else 1)
+    except (ResourceError, FileExistsError, ValueError) as exc:
+        print(f"eegtune tune: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        ray.shutdown()
+    shown = [
+        c for c in ("trial", "status", "val_nrmse", "oof_nrmse", "fold_oof_nrmse") if c in table
+    ]
+    params = [c for c in table.columns if c not in (*shown, "trial_dir")]
+    print(table[shown + params].head(args.top).to_string(index=False))
+    print(f"experiment in {job.experiment_dir}")
+    return 0
+
+
 def _add_split_args(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--folds", type=int, default=5, help="subject-grouped K folds")
@@ -251,6 +327,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke-test", action="store_true", help="2 epochs per fold")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_cv)
+
+    p = sub.add_parser("spaces", help="list the named search spaces")
+    p.add_argument("--show", metavar="NAME", help="describe one space's parameters")
+    p.set_defaults(func=cmd_spaces)
+
+    p = sub.add_parser("tune", help="search a space with Ray Tune + Optuna TPE + ASHA")
+    p.add_argument("--store", required=True)
+    p.add_argument("--challenge", choices=("1", "2"), required=True)
+    p.add_argument("--space", required=True, help="a name from `eegtune spaces`")
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--max-epochs", type=int, default=30)
+    p.add_argument("--name", required=True, help="experiment name (its folder)")
+    p.add_argument("--storage-path", default="tune_runs", help="shared storage on a cluster")
+    p.add_argument("--address", help="a Ray cluster: auto or HOST:PORT (default: local Ray)")
+    p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
+    p.add_argument("--workers-per-fold", type=int, default=1)
+    p.add_argument("--cpus-per-worker", type=float)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--top", type=int, default=5, help="rows of the results table to print")
+    p.add_argument("--smoke-test", action="store_true", help="2 trials, 2 folds, 2 epochs")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("audit", help="show a store's folds and check they cannot leak")
     p.add_argument("store")

@@ -112,6 +112,13 @@ class InMemoryFoldSource:
         self.inner_val = load_window_set(store, challenge, subjects.inner_val)
         self._store = store
 
+    def fit_targets(self) -> np.ndarray:
+        return self.fit.target
+
+    def fit_windows(self) -> WindowSet:
+        """All fit windows at once: only closed-form models need them."""
+        return self.fit
+
     def train_batches(
         self, batch_size: int, rng: np.random.Generator
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:

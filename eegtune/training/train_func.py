@@ -88,7 +88,7 @@ def _fit_by_gradient(
     model: EEGModel, source: InMemoryFoldSource, hp: TrainConfig, job: FoldJob
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     opt = torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-    steps = hp.max_epochs * max(1, math.ceil(len(source.fit) / hp.batch_size))
+    steps = hp.max_epochs * max(1, math.ceil(len(source.fit_targets()) / hp.batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     # Selection uses inner-validation RMSE: on a fixed set it ranks epochs exactly as NRMSE
     # does, and it stays defined when those subjects share one target (Challenge 2).
@@ -148,12 +148,13 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"model {hp.model!r} does not support challenge {job.challenge}")
 
     if model.trainable_by_gradient:
-        y_fit = source.fit.target
+        y_fit = source.fit_targets()
         model.set_target_scale(float(y_fit.mean()), float(y_fit.std()) or 1.0)
         state, best = _fit_by_gradient(model, source, hp, job)
         model.load_state_dict(state)
     else:
-        model.fit(eval_arrays(source.fit), source.fit.target)
+        fit = source.fit_windows()
+        model.fit(eval_arrays(fit), fit.target)
         val = rmse(source.inner_val.target, predict(model, source.inner_val))
         best = {"inner_val_rmse": val, "epoch": 0}
         report({"epoch": 0, "fold": job.fold, "inner_val_rmse": val, "best_inner_val_rmse": val})
@@ -169,7 +170,7 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
         "oof_rmse": rmse(test.target, pred),
         # A held-out fold of one Challenge 2 subject has one target: NRMSE is undefined.
         "oof_nrmse": nrmse(test.target, pred) if np.ptp(test.target) > 0 else None,
-        "n_fit_windows": len(source.fit),
+        "n_fit_windows": len(source.fit_targets()),
         "n_test_windows": len(test),
         "subjects": {
             "fit": list(subjects.fit),

@@ -1,0 +1,125 @@
+"""The resource plan: how many CPUs each fold worker gets, and how many trials fit at once.
+
+Two silent deadlocks on small clusters shape it (checked on Ray 2.60):
+
+1. Train workers holding every CPU leave Ray Data's read tasks nothing to run on, and
+   training hangs without an error. The plan keeps ``data_reserve_cpus`` out of every
+   worker's reach.
+2. A Tune trial that holds a CPU as the Train driver starves its own workers. The trial
+   driver asks for no CPU (a token of memory instead, since Ray refuses an empty bundle),
+   so ``max_concurrent_trials`` must be derived from the workers' CPUs alone.
+
+A configuration that cannot be scheduled is refused here, with the numbers, instead of
+hanging inside Ray.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+# Ray rejects a bundle with nothing in it; a trial driver asks for this much memory and
+# no CPU, so it never competes with its own fold workers.
+TRIAL_DRIVER_MEMORY = 100 * 2**20
+
+
+class ResourceError(ValueError):
+    """The requested layout cannot be scheduled on the cluster without deadlocking."""
+
+
+@dataclass(frozen=True)
+class ResourcePlan:
+    total_cpus: float
+    n_folds: int
+    workers_per_fold: int
+    cpus_per_worker: float
+    data_reserve_cpus: float
+    max_concurrent_trials: int
+
+    @property
+    def workers_per_trial(self) -> int:
+        return self.n_folds * self.workers_per_fold
+
+    @property
+    def cpus_per_trial(self) -> float:
+        return self.workers_per_trial * self.cpus_per_worker
+
+    @property
+    def torch_threads(self) -> int:
+        """Threads per worker: its whole CPUs, at least one."""
+        return max(1, math.floor(self.cpus_per_worker + 1e-9))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return (
+            f"{self.n_folds} folds × {self.workers_per_fold} worker(s) × "
+            f"{self.cpus_per_worker:g} CPU = {self.cpus_per_trial:g} CPU per trial; "
+            f"{self.data_reserve_cpus:g} of {self.total_cpus:g} CPUs kept for Ray Data; "
+            f"up to {self.max_concurrent_trials} trial(s) at once"
+        )
+
+
+def plan_resources(
+    total_cpus: float,
+    n_folds: int,
+    workers_per_fold: int = 1,
+    cpus_per_worker: float | None = None,
+    data_reserve_cpus: float | None = None,
+    max_concurrent_trials: int | None = None,
+) -> ResourcePlan:
+    """Lay out one trial's fold workers on ``total_cpus``; refuse what would deadlock.
+
+    By default a quarter of the cluster (at least half a CPU) stays with Ray Data, and
+    each worker gets an equal share of the rest, at most 1 CPU for a fold's worker (more
+    threads buy little for these small models).
+    """
+    if n_folds < 1 or workers_per_fold < 1:
+        raise ResourceError("n_folds and workers_per_fold must be at least 1")
+    if total_cpus <= 0:
+        raise ResourceError(f"the cluster reports {total_cpus} CPUs")
+    reserve = max(0.5, 0.25 * total_cpus) if data_reserve_cpus is None else data_reserve_cpus
+    if reserve < 0 or reserve >= total_cpus:
+        raise ResourceError(
+            f"keeping {reserve:g} CPUs for Ray Data leaves nothing for training on "
+            f"{total_cpus:g} CPUs"
+        )
+    usable = total_cpus - reserve
+    workers = n_folds * workers_per_fold
+    if cpus_per_worker is None:
+        cpus_per_worker = min(1.0, math.floor(usable / workers * 100) / 100)
+        if cpus_per_worker <= 0:
+            raise ResourceError(
+                f"{workers} fold workers cannot share the {usable:g} CPUs left after keeping "
+                f"{reserve:g} for Ray Data; use fewer folds or workers per fold"
+            )
+    if cpus_per_worker <= 0:
+        raise ResourceError(f"cpus_per_worker must be > 0, got {cpus_per_worker}")
+    per_trial = workers * cpus_per_worker
+    if per_trial > usable + 1e-9:
+        raise ResourceError(
+            f"one trial needs {workers} workers × {cpus_per_worker:g} CPU = {per_trial:g} CPUs, "
+            f"but only {usable:g} of {total_cpus:g} are left after keeping {reserve:g} for "
+            f"Ray Data's read tasks (all of them would deadlock the data pipeline); use fewer "
+            f"folds, fewer workers per fold or fewer CPUs per worker"
+        )
+    fit = max(1, math.floor(usable / per_trial + 1e-9))
+    if max_concurrent_trials is not None:
+        if max_concurrent_trials < 1:
+            raise ResourceError("max_concurrent_trials must be at least 1")
+        if max_concurrent_trials > fit:
+            raise ResourceError(
+                f"{max_concurrent_trials} concurrent trials need "
+                f"{max_concurrent_trials * per_trial:g} CPUs, but {usable:g} are usable; "
+                f"at most {fit} fit"
+            )
+        fit = max_concurrent_trials
+    return ResourcePlan(
+        total_cpus=float(total_cpus),
+        n_folds=n_folds,
+        workers_per_fold=workers_per_fold,
+        cpus_per_worker=float(cpus_per_worker),
+        data_reserve_cpus=float(reserve),
+        max_concurrent_trials=fit,
+    )

@@ -1,0 +1,224 @@
+"""Ray Tune: Optuna TPE (seeded) over a named search space, ASHA over epochs, resumable.
+
+Each trial is a Tune *function* trainable that asks for no CPU and launches one
+fold-parallel TorchTrainer (Ray 2.60's Train V2 rejects ``Tuner(trainer)``). ASHA and
+the sampler see the pooled inner-validation NRMSE; the pooled out-of-fold NRMSE is
+reported at the end of each trial and ranks the results table.
+
+The Optuna study lives in a journal file under the experiment folder, not only in Ray's
+searcher state (``Tuner.restore`` is known to lose OptunaSearch's state, ray#30861): a
+``--resume`` rebuilds the searcher from the journal, so TPE still sees every finished
+trial, and only the missing trials run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from eegtune.distributed.resources import TRIAL_DRIVER_MEMORY, ResourcePlan
+from eegtune.distributed.train import VAL_METRIC, run_folds
+from eegtune.search_spaces import get_space
+
+JOURNAL = "optuna_journal.log"
+
+
+@dataclass(frozen=True)
+class TuneJob:
+    store: str
+    challenge: int
+    space: str
+    n_trials: int
+    n_folds: int
+    name: str
+    storage_path: str
+    max_epochs: int = 30
+    grace_period: int = 3
+    seed: int = 0
+
+    @property
+    def experiment_dir(self) -> Path:
+        return Path(self.storage_path) / self.name
+
+
+def _study(job: TuneJob):
+    import optuna
+
+    backend = optuna.storages.journal.JournalFileBackend(str(job.experiment_dir / JOURNAL))
+    return optuna.storages.JournalStorage(backend)
+
+
+def finished_trials(job: TuneJob) -> int:
+    """Trials the durable study has completed (0 for a new experiment)."""
+    import optuna
+
+    if not (job.experiment_dir / JOURNAL).exists():
+        return 0
+    try:
+        study = optuna.load_study(study_name=job.name, storage=_study(job))
+    except KeyError:
+        return 0
+    return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def _close_interrupted(job: TuneJob) -> None:
+    """A driver killed mid-trial leaves trials RUNNING in the journal; mark them failed so
+    TPE does not wait on them and the count of finished trials stays true."""
+    import optuna
+
+    if not (job.experiment_dir / JOURNAL).exists():
+        return
+    try:
+        study = optuna.load_study(study_name=job.name, storage=_study(job))
+    except KeyError:
+        return
+    for t in study.trials:
+        if t.state == optuna.trial.TrialState.RUNNING:
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+
+
+def _trainable(job: TuneJob, plan: ResourcePlan):
+    def trial(config: dict[str, Any]) -> None:
+        from ray import tune
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        trial_id = tune.get_context().get_trial_id()
+        flat = {
+            **config,
+            "store": job.store,
+            "challenge": job.challenge,
+            "n_folds": job.n_folds,
+            "split": "kfold",
+            "seed": job.seed,
+            "max_epochs": job.max_epochs,
+            "out_dir": str(job.experiment_dir / "folds" / trial_id),
+        }
+        run_folds(
+            flat,
+            plan,
+            storage_path=str(job.experiment_dir / "train"),
+            name=f"train_{trial_id}",
+            callbacks=[TuneReportCallback()],
+        )
+
+    return trial
+
+
+def run_tune(job: TuneJob, plan: ResourcePlan, resume: bool = False, verbose: int = 1):
+    """Run (or resume) the search; return the results table, best first."""
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    space = get_space(job.space)
+    if not space.supports(job.challenge):
+        raise ValueError(f"space {space.name!r} is for challenge(s) {space.challenges}")
+    job.experiment_dir.mkdir(parents=True, exist_ok=True)
+    if (job.experiment_dir / JOURNAL).exists() and not resume:
+        raise FileExistsError(
+            f"{job.experiment_dir} already holds experiment {job.name!r}; "
+            f"pass --resume to continue it or choose another --name"
+        )
+    _close_interrupted(job)
+    done = finished_trials(job)
+    remaining = max(0, job.n_trials - done)
+    (job.experiment_dir / "tune_job.json").write_text(
+        json.dumps(
+            {**job.__dict__, "plan": plan.to_dict(), "space_version": space.version}, indent=1
+        )
+    )
+    if remaining:
+        searcher = OptunaSearch(
+            space=space.define,
+            metric=VAL_METRIC,
+            mode="min",
+            sampler=optuna.samplers.TPESampler(seed=job.seed + done),
+            study_name=job.name,
+            storage=_study(job),
+        )
+        tuner = tune.Tuner(
+            tune.with_resources(_trainable(job, plan), {"CPU": 0, "memory": TRIAL_DRIVER_MEMORY}),
+            tune_config=tune.TuneConfig(
+                search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent_trials),
+                scheduler=ASHAScheduler(
+                    time_attr="epoch",
+                    max_t=job.max_epochs + 1,  # the pooled final report comes after the epochs
+                    grace_period=min(job.grace_period, job.max_epochs),
+                    reduction_factor=2,
+                ),
+                metric=VAL_METRIC,
+                mode="min",
+                num_samples=remaining,
+            ),
+            run_config=tune.RunConfig(
+                name=f"tune_{done}",
+                storage_path=str(job.experiment_dir / "ray"),
+                failure_config=tune.FailureConfig(max_failures=1),
+                verbose=verbose,
+            ),
+        )
+        tuner.fit()
+    return results_table(job)
+
+
+def results_table(job: TuneJob) -> pd.DataFrame:
+    """Every trial of the experiment from the durable study and the fold outputs."""
+    import optuna
+
+    study = optuna.load_study(study_name=job.name, storage=_study(job))
+    rows = []
+    for t in study.trials:
+        rows.append(
+            {
+                "trial": t.number,
+                "status": t.state.name,
+                VAL_METRIC: t.value,
+                **{k: v for k, v in t.params.items()},
+            }
+        )
+    table = pd.DataFrame(rows)
+    oof = _oof_by_config(job)
+    if not table.empty and oof:
+        # A trial's folds are found by its sampled values, which JSON keeps exactly.
+        extra = {"oof_nrmse": [], "fold_oof_nrmse": [], "trial_dir": []}
+        for t in study.trials:
+            match = next(
+                (r for r in oof if all(r["config"].get(k) == v for k, v in t.params.items())), None
+            )
+            for key in extra:
+                extra[key].append(None if match is None else match[key])
+        table = table.assign(**extra)
+    return table.sort_values(VAL_METRIC, na_position="last").reset_index(drop=True)
+
+
+def _oof_by_config(job: TuneJob) -> list[dict[str, Any]]:
+    """Pooled and per-fold OOF NRMSE of every trial that finished all its folds."""
+    from eegtune.metrics import nrmse
+
+    rows = []
+    for trial_dir in sorted((job.experiment_dir / "folds").glob("*")):
+        files = sorted(trial_dir.glob("fold*/oof.parquet"))
+        cfg_path = trial_dir / "config.json"
+        if len(files) < job.n_folds or not cfg_path.exists():
+            continue
+        cfg = json.loads(cfg_path.read_text())
+        oof = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        per_fold = [
+            nrmse(g["target"], g["prediction"]) if g["target"].nunique() > 1 else float("nan")
+            for _, g in oof.groupby("fold")
+        ]
+        rows.append(
+            {
+                "config": cfg,
+                "oof_nrmse": nrmse(oof["target"], oof["prediction"]),
+                "fold_oof_nrmse": [round(x, 4) for x in per_fold],
+                "trial_dir": str(trial_dir),
+            }
+        )
+    return rows

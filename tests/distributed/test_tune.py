@@ -1,0 +1,89 @@
+"""A real (small) search on a local 2-CPU Ray: Tune + Optuna TPE + ASHA + fold-parallel Train."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from eegtune.distributed.resources import plan_resources
+from eegtune.distributed.tune import JOURNAL, TuneJob, _close_interrupted, _study, run_tune
+from eegtune.training.folds import store_subjects
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+
+@pytest.fixture
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+    )
+    yield ray
+    ray.shutdown()
+
+
+def test_small_tune_completes_then_resumes_without_rerunning(prepared_store, tmp_path, local_ray):
+    job = TuneJob(
+        store=str(prepared_store),
+        challenge=1,
+        space="softargmax_tcn",
+        n_trials=1,
+        n_folds=2,
+        name="t",
+        storage_path=str(tmp_path),
+        max_epochs=2,
+        seed=0,
+    )
+    plan = plan_resources(2, n_folds=2)
+    first = run_tune(job, plan, verbose=0)
+    assert len(first) == 1 and first.loc[0, "status"] == "COMPLETE"
+    first_dir = Path(first.loc[0, "trial_dir"])
+    first_mtime = (first_dir / "fold0" / "oof.parquet").stat().st_mtime_ns
+
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_tune(job, plan, verbose=0)
+
+    table = run_tune(TuneJob(**{**job.__dict__, "n_trials": 2}), plan, resume=True, verbose=0)
+    assert sorted(table["trial"]) == [0, 1] and (table["status"] == "COMPLETE").all()
+    assert np.isfinite(table["val_nrmse"]).all() and table["oof_nrmse"].notna().all()
+    # The finished trial was not run again.
+    assert (first_dir / "fold0" / "oof.parquet").stat().st_mtime_ns == first_mtime
+
+    subjects = set(store_subjects(prepared_store, 1)["subject"])
+    for trial_dir in table["trial_dir"]:
+        oof = pd.concat(
+            pd.read_parquet(f) for f in sorted(Path(trial_dir).glob("fold*/oof.parquet"))
+        )
+        # Every subject predicted, each by exactly one fold.
+        assert set(oof["subject"]) == subjects
+        assert oof.groupby("subject")["fold"].nunique().eq(1).all()
+        assert sorted(oof["fold"].unique()) == [0, 1]
+
+
+def test_interrupted_trials_are_closed_before_resuming(tmp_path):
+    job = TuneJob(
+        store="s",
+        challenge=1,
+        space="softargmax_tcn",
+        n_trials=2,
+        n_folds=2,
+        name="x",
+        storage_path=str(tmp_path),
+    )
+    job.experiment_dir.mkdir(parents=True)
+    study = optuna.create_study(study_name="x", storage=_study(job))
+    study.ask()  # a trial the killed driver never finished
+    done = study.ask()
+    study.tell(done, 0.9)
+    _close_interrupted(job)
+    states = [t.state for t in optuna.load_study(study_name="x", storage=_study(job)).trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    assert (job.experiment_dir / JOURNAL).exists()
