@@ -116,6 +116,7 @@ def pooled_oof(run_dir: Path) -> float:
 
 def fold_worker(config: dict[str, Any]) -> None:
     """Ray Train's per-worker loop: this worker's fold, through the unchanged train_func."""
+    import ray
     import ray.train
     import torch
 
@@ -127,6 +128,9 @@ def fold_worker(config: dict[str, Any]) -> None:
     source = functools.partial(lambda _s, c, subj: RayDataFoldSource(fold, c, subj))
     with reporting_to(reporter), using_fold_source(source):
         train_func({**config, "fold": fold})
+    # Where each fold ran, for the record (and for the multi-node test).
+    placement = {"fold": fold, "rank": rank, "node_id": ray.get_runtime_context().get_node_id()}
+    (Path(job.out_dir) / f"fold{fold}" / "placement.json").write_text(json.dumps(placement))
     reporter.finish(Path(job.out_dir))
 
 
