@@ -29,6 +29,8 @@ demo: $(STAMP)
 	$(VENV)/bin/eegtune audit $(DEMO)/store --folds 4
 	$(VENV)/bin/eegtune cv --store $(DEMO)/store --challenge 1 --model softargmax_tcn \
 		--folds 4 --set max_epochs=8 --out $(DEMO)/runs/c1_softargmax_tcn
+	$(VENV)/bin/eegtune tune --store $(DEMO)/store --challenge 1 --space softargmax_tcn \
+		--name demo --storage-path $(DEMO)/tune --smoke-test --quiet
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
