@@ -203,28 +203,11 @@ def cmd_spaces(args: argparse.Namespace) -> int:
     return 0
 
 
-def start_ray(address: str | None, num_cpus: int | None) -> None:
-    """Connect to a cluster, or start a local Ray bound to localhost."""
-    import ray
-
-    if address:
-        ray.init(address=address, log_to_driver=False)
-        return
-    # The dashboard process is what cleans up the placement groups of trials that ASHA
-    # stops; without it the next trial can wait forever for their CPUs.
-    ray.init(
-        num_cpus=num_cpus,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        _node_ip_address="127.0.0.1",
-        log_to_driver=False,
-    )
-
-
 def cmd_tune(args: argparse.Namespace) -> int:
     import ray
 
     from eegtune.distributed.resources import ResourceError, plan_resources
+    from eegtune.distributed.runtime import start_ray
     from eegtune.distributed.tune import TuneJob, run_tune
 
     n_trials, max_epochs, n_folds = args.trials, args.max_epochs, args.folds
@@ -253,7 +236,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         )
         print(f"resources: {plan.describe()}")
         table = run_tune(job, plan, resume=args.resume, verbose=0 if args.quiet else 1)
-    except (ResourceError, FileExistsError, ValueError) as exc:
+    except (ResourceError, FileExistsError, ValueError, NotImplementedError) as exc:
         print(f"eegtune tune: error: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -1,1 +1,10 @@
-"""Filled in by a later issue."""
+"""Ray: where folds run in parallel and searches are scheduled.
+
+- ``resources``: how many CPUs each fold worker gets, and what would deadlock;
+- ``data``: Ray Data fold sources read from the Parquet window store;
+- ``train``: one fold-parallel TorchTrainer per configuration;
+- ``tune``: Ray Tune with Optuna TPE (durable journal) and ASHA;
+- ``runtime``: starting or joining Ray.
+
+Ray is imported lazily inside functions, so importing eegtune stays fast.
+"""

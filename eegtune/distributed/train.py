@@ -150,6 +150,12 @@ def run_folds(
     from ray.train.torch import TorchTrainer
 
     job, hp = FoldJob.from_flat(config), TrainConfig.from_flat(config)
+    if plan.workers_per_fold != 1:
+        # Each worker would train the whole fold on its own; refuse rather than waste them.
+        raise NotImplementedError(
+            "data-parallel training within a fold (workers_per_fold > 1) is not implemented "
+            "yet; run one worker per fold"
+        )
     datasets: dict[str, Any] = {}
     for fold in range(plan.n_folds):
         subjects = fold_subjects(FoldJob.from_flat({**job.to_flat(), "fold": fold}), hp)

@@ -1,1 +1,1 @@
-"""Filled in by a later issue."""
+"""Ensembles of the top trials' fold models and the submission zip: the ensemble issue."""

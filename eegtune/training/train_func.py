@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from eegtune.data.bids import atomic_write_text
 from eegtune.metrics import error_sums, nrmse, rmse
 from eegtune.models import create_model
 from eegtune.models.base import EEGModel
@@ -185,7 +186,7 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
         {"state_dict": model.state_dict(), "model_config": model.get_config(), **plain},
         out / CHECKPOINT,
     )
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
     report(
         {**{k: v for k, v in metrics.items() if k != "subjects"}, "done": True}, checkpoint_dir=out
     )

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from eegtune.distributed.resources import plan_resources
+from eegtune.distributed.runtime import start_ray
 from eegtune.distributed.tune import JOURNAL, TuneJob, _close_interrupted, _study, run_tune
 from eegtune.training.folds import store_subjects
 
@@ -19,13 +20,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 @pytest.fixture
 def local_ray():
     ray = pytest.importorskip("ray")
-    ray.init(
-        num_cpus=2,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        _node_ip_address="127.0.0.1",
-        log_to_driver=False,
-    )
+    start_ray(num_cpus=2)
     yield ray
     ray.shutdown()
 

@@ -1,0 +1,24 @@
+"""Starting or joining Ray the way every eegtune entry point needs it."""
+
+from __future__ import annotations
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the cluster at ``address``, or start a local Ray bound to 127.0.0.1.
+
+    The local Ray keeps its dashboard process (on localhost only): Ray needs it to clean
+    up the placement groups of trials that ASHA stops, or the next trial can wait forever
+    for their CPUs.
+    """
+    import ray
+
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+    )
