@@ -87,6 +87,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         strict=args.strict,
         workers=args.workers,
+        address=args.address,
     )
     roots = [Path(b) for b in args.bids]
     progress = _PrepareProgress(enabled=not args.quiet)
@@ -289,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32")
     p.add_argument("--strict", action="store_true", help="stop with an error on any skip")
     p.add_argument("--smoke-test", action="store_true", help="only the first 2 subjects")
+    p.add_argument(
+        "--address",
+        help="run each subject as a Ray task on this cluster (auto, HOST:PORT, or local)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prepare)
 

@@ -58,6 +58,7 @@ class PrepareOptions:
     dtype: str = "float32"
     strict: bool = False
     workers: int = 1
+    address: str | None = None  # a Ray cluster ("auto", HOST:PORT, or "local") for the units
 
     def __post_init__(self) -> None:
         if not set(self.challenges) <= {1, 2} or not self.challenges:
@@ -277,6 +278,11 @@ def process_unit(unit: SubjectUnit, store: Path, options: PrepareOptions) -> dic
 
 
 def _run_units(units: list[SubjectUnit], store: Path, options: PrepareOptions) -> Iterator[dict]:
+    if options.address:
+        from eegtune.distributed.prepare_on_ray import run_units_on_ray
+
+        yield from run_units_on_ray(units, store, options)
+        return
     if options.workers == 1 or len(units) <= 1:
         for unit in units:
             yield process_unit(unit, store, options)
