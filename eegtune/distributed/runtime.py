@@ -15,7 +15,10 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
         return
+    # address="local" always starts a fresh instance, even if another Ray on this machine
+    # (a user's `ray start`, another run) left its address where ray.init would find it.
     ray.init(
+        address="local",
         num_cpus=num_cpus,
         include_dashboard=True,
         dashboard_host="127.0.0.1",
