@@ -9,7 +9,6 @@ match, so an interrupted run resumes where it stopped and loses nothing it wrote
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
@@ -381,7 +380,3 @@ def prepare(
         windows={k: v["windows"] for k, v in manifest["challenges"].items()},
         skipped=manifest["skipped"],
     )
-
-
-def default_workers() -> int:
-    return max(1, min(4, (os.cpu_count() or 1)))

@@ -130,16 +130,29 @@ def save_manifest(store: Path, manifest: dict) -> None:
     atomic_write_text(Path(store) / MANIFEST, json.dumps(manifest, indent=1))
 
 
+def store_files(store: str | Path, challenge: int, subjects: list[str] | None = None) -> list[Path]:
+    """The window files the manifest lists for ``challenge`` (optionally some subjects).
+
+    The manifest, not a directory listing, is the store's truth: a file left by an older
+    run with other options or roots is never read back as training data.
+    """
+    manifest = load_manifest(Path(store))
+    if manifest is None:
+        raise FileNotFoundError(f"{store}: no manifest.json (run eegtune prepare first)")
+    entries = [f for f in manifest["files"] if f["challenge"] == challenge]
+    if subjects is not None:
+        wanted = set(subjects)
+        entries = [f for f in entries if f["subject"] in wanted]
+    if not entries:
+        raise FileNotFoundError(f"{store}: no challenge {challenge} windows (run eegtune prepare)")
+    return [Path(store) / f["path"] for f in sorted(entries, key=lambda f: f["path"])]
+
+
 def read_windows(
     store: Path, challenge: int, subjects: list[str] | None = None, columns: list[str] | None = None
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """All windows of one challenge as (eeg array, metadata frame); for small stores and tests."""
-    files = sorted(challenge_dir(store, challenge).glob("*/*.parquet"))
-    if subjects is not None:
-        wanted = {f"sub-{s}.parquet" for s in subjects}
-        files = [f for f in files if f.name in wanted]
-    if not files:
-        raise FileNotFoundError(f"{store}: no challenge {challenge} windows")
+    files = store_files(store, challenge, subjects)
     tables = [
         pq.read_table(f, columns=None if columns is None else [*columns, "eeg"]) for f in files
     ]

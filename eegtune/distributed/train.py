@@ -10,20 +10,20 @@ their last metrics, because every worker must report the same number of times.
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from eegtune.data.bids import atomic_write_text
 from eegtune.distributed.data import RayDataFoldSource, fold_datasets
 from eegtune.distributed.resources import ResourcePlan
 from eegtune.metrics import pooled_nrmse
 from eegtune.training.config import FoldJob, TrainConfig
 from eegtune.training.fold_data import using_fold_source
 from eegtune.training.reporting import reporting_to
-from eegtune.training.train_func import OOF, fold_subjects, train_func
+from eegtune.training.train_func import fold_subjects, oof_frame, train_func
 
 VAL_METRIC = "val_nrmse"  # what ASHA and the searcher act on: inner validation, never OOF
 SUM_KEYS = ("n", "sse", "sum_y", "sum_y2")
@@ -95,7 +95,7 @@ class FoldParallelReporter:
             {
                 "epoch": self.max_epochs + 1,
                 VAL_METRIC: val,
-                "oof_nrmse": pooled_oof(oof_dir),
+                "oof_nrmse": pooled_oof(oof_dir, len(finals)),
                 "fold_oof_nrmse": [f["oof_nrmse"] for f in finals],
                 "best_epochs": [f["best_epoch"] for f in finals],
                 "done": True,
@@ -103,14 +103,11 @@ class FoldParallelReporter:
         )
 
 
-def pooled_oof(run_dir: Path) -> float:
-    """Pooled out-of-fold NRMSE over every fold's ``oof.parquet`` under ``run_dir``."""
-    import pandas as pd
-
+def pooled_oof(run_dir: Path, n_folds: int) -> float:
+    """Pooled out-of-fold NRMSE over folds 0…n_folds-1 under ``run_dir``."""
     from eegtune.metrics import nrmse
 
-    files = sorted(Path(run_dir).glob(f"fold*/{OOF}"))
-    oof = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    oof = oof_frame(run_dir, n_folds)
     return nrmse(oof["target"], oof["prediction"])
 
 
@@ -125,12 +122,15 @@ def fold_worker(config: dict[str, Any]) -> None:
     torch.set_num_threads(int(config["threads"]))
     job = FoldJob.from_flat({**config, "fold": fold})
     reporter = FoldParallelReporter(int(config["max_epochs"]))
-    source = functools.partial(lambda _s, c, subj: RayDataFoldSource(fold, c, subj))
+
+    def source(_store, challenge, subjects):
+        return RayDataFoldSource(fold, challenge, subjects)
+
     with reporting_to(reporter), using_fold_source(source):
         train_func({**config, "fold": fold})
     # Where each fold ran, for the record (and for the multi-node test).
     placement = {"fold": fold, "rank": rank, "node_id": ray.get_runtime_context().get_node_id()}
-    (Path(job.out_dir) / f"fold{fold}" / "placement.json").write_text(json.dumps(placement))
+    atomic_write_text(Path(job.out_dir) / f"fold{fold}" / "placement.json", json.dumps(placement))
     reporter.finish(Path(job.out_dir))
 
 
@@ -161,7 +161,7 @@ def run_folds(
         subjects = fold_subjects(FoldJob.from_flat({**job.to_flat(), "fold": fold}), hp)
         datasets.update(fold_datasets(job.store, job.challenge, fold, subjects))
     Path(job.out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(job.out_dir) / "config.json").write_text(json.dumps(config, indent=1, default=str))
+    atomic_write_text(Path(job.out_dir) / "config.json", json.dumps(config, indent=1, default=str))
     trainer = TorchTrainer(
         fold_worker,
         train_loop_config={

@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from eegtune.data.bids import atomic_write_text
 from eegtune.distributed.resources import TRIAL_DRIVER_MEMORY, ResourcePlan
 from eegtune.distributed.train import VAL_METRIC, run_folds
 from eegtune.search_spaces import get_space
@@ -125,14 +126,18 @@ def run_tune(job: TuneJob, plan: ResourcePlan, resume: bool = False, verbose: in
             f"{job.experiment_dir} already holds experiment {job.name!r}; "
             f"pass --resume to continue it or choose another --name"
         )
+    record = {**job.__dict__, "space_version": space.version}
+    saved_path = job.experiment_dir / "tune_job.json"
+    if resume and saved_path.exists():
+        saved = json.loads(saved_path.read_text())
+        changed = [k for k in record if k != "n_trials" and saved.get(k) != record[k]]
+        if changed:
+            detail = ", ".join(f"{k}: {saved.get(k)!r} -> {record[k]!r}" for k in changed)
+            raise ValueError(f"--resume must continue the same experiment; changed {detail}")
     _close_interrupted(job)
     done = finished_trials(job)
     remaining = max(0, job.n_trials - done)
-    (job.experiment_dir / "tune_job.json").write_text(
-        json.dumps(
-            {**job.__dict__, "plan": plan.to_dict(), "space_version": space.version}, indent=1
-        )
-    )
+    atomic_write_text(saved_path, json.dumps({**record, "plan": plan.to_dict()}, indent=1))
     if remaining:
         searcher = OptunaSearch(
             space=space.define,

@@ -52,11 +52,13 @@ class CVResult:
 def mean_baseline_predictions(oof: pd.DataFrame, store_table: pd.DataFrame, folds) -> np.ndarray:
     """Each fold predicts the window-weighted mean target of its training subjects."""
     weights = store_table.set_index("subject")
-    pred = np.empty(len(oof))
+    pred = np.full(len(oof), np.nan)
     for fold in folds:
         train = weights.loc[list(fold.train)]
         mean = float((train["target"] * train["n_windows"]).sum() / train["n_windows"].sum())
         pred[(oof["fold"] == fold.index).to_numpy()] = mean
+    if np.isnan(pred).any():
+        raise ValueError("out-of-fold rows from a fold that is not part of this split")
     return pred
 
 
@@ -83,7 +85,7 @@ def run_cv(
     for fold in folds:
         with reporting_to(LocalReporter(on_report)):
             results.append(train_func(make_config(replace(job, fold=fold.index), hp)))
-    oof = oof_frame(run_dir)
+    oof = oof_frame(run_dir, len(folds))
     base = mean_baseline_predictions(oof, subjects, folds)
     for r in results:
         mask = (oof["fold"] == r["fold"]).to_numpy()

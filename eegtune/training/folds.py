@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from eegtune.data.store import challenge_dir
+from eegtune.data.store import store_files
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,7 @@ class Fold:
 
 def store_subjects(store: str | Path, challenge: int) -> pd.DataFrame:
     """One row per subject: release, window count and mean target (reads two columns)."""
-    files = sorted(challenge_dir(store, challenge).glob("*/*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"{store}: no challenge {challenge} windows (run eegtune prepare)")
+    files = store_files(store, challenge)
     parts = [pq.read_table(f, columns=["subject", "release", "target"]).to_pandas() for f in files]
     table = pd.concat(parts, ignore_index=True)
     return (

@@ -156,9 +156,20 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
     else:
         fit = source.fit_windows()
         model.fit(eval_arrays(fit), fit.target)
-        val = rmse(source.inner_val.target, predict(model, source.inner_val))
+        val_pred = predict(model, source.inner_val)
+        val = rmse(source.inner_val.target, val_pred)
         best = {"inner_val_rmse": val, "epoch": 0}
-        report({"epoch": 0, "fold": job.fold, "inner_val_rmse": val, "best_inner_val_rmse": val})
+        sums = error_sums(source.inner_val.target, val_pred)
+        report(
+            {
+                "epoch": 0,
+                "fold": job.fold,
+                "train_loss": float("nan"),  # fitted in closed form: no training loss
+                "inner_val_rmse": val,
+                "best_inner_val_rmse": val,
+                **{f"inner_val_{k}": v for k, v in sums.items()},
+            }
+        )
 
     test = source.load_test()
     pred = predict(model, test)
@@ -204,8 +215,10 @@ def load_checkpoint(path: str | Path) -> tuple[EEGModel, dict[str, Any]]:
     return model, ckpt
 
 
-def oof_frame(run_dir: str | Path) -> pd.DataFrame:
-    files = sorted(Path(run_dir).glob(f"fold*/{OOF}"))
-    if not files:
-        raise FileNotFoundError(f"{run_dir}: no out-of-fold predictions")
+def oof_frame(run_dir: str | Path, n_folds: int) -> pd.DataFrame:
+    """The out-of-fold predictions of folds 0…n_folds-1 (never leftovers of another run)."""
+    files = [Path(run_dir) / f"fold{k}" / OOF for k in range(n_folds)]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise FileNotFoundError(f"{run_dir}: missing out-of-fold predictions {missing[:2]}")
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)

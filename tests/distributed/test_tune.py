@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,21 @@ def test_interrupted_trials_are_closed_before_resuming(tmp_path):
     states = [t.state for t in optuna.load_study(study_name="x", storage=_study(job)).trials]
     assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
     assert (job.experiment_dir / JOURNAL).exists()
+
+
+def test_resume_refuses_a_changed_experiment(prepared_store, tmp_path):
+    job = TuneJob(
+        store=str(prepared_store),
+        challenge=1,
+        space="softargmax_tcn",
+        n_trials=2,
+        n_folds=2,
+        name="x",
+        storage_path=str(tmp_path),
+    )
+    job.experiment_dir.mkdir(parents=True)
+    saved = {**job.__dict__, "n_folds": 3, "space_version": 1}
+    (job.experiment_dir / "tune_job.json").write_text(json.dumps(saved))
+    (job.experiment_dir / JOURNAL).write_text("")
+    with pytest.raises(ValueError, match="n_folds: 3 -> 2"):
+        run_tune(job, plan_resources(2, n_folds=2), resume=True)

@@ -82,4 +82,12 @@ def test_cli_cv_reports_a_missing_store(tmp_path, capsys):
             str(tmp_path / "r"),
         ]
     )
-    assert code == 2 and "no challenge 1 windows" in capsys.readouterr().err
+    assert code == 2 and "no manifest.json" in capsys.readouterr().err
+
+
+def test_a_reused_run_folder_pools_only_this_runs_folds(prepared_store, tmp_path):
+    run_cv(prepared_store, 1, TrainConfig(model="mean"), tmp_path, n_folds=3)
+    again = run_cv(prepared_store, 1, TrainConfig(model="mean"), tmp_path, n_folds=2)
+    assert sorted(again.oof["fold"].unique()) == [0, 1]
+    assert len(again.oof) == store_subjects(prepared_store, 1)["n_windows"].sum()
+    assert np.isfinite(again.mean_baseline_nrmse)
