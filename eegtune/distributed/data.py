@@ -10,7 +10,6 @@ crops exactly as the in-process path does, so a fold trains the same on Ray as i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +19,10 @@ from eegtune.data.store import store_files
 from eegtune.training.fold_data import (
     CROP_SAMPLES,
     ID_COLUMNS,
+    FoldSource,
     FoldSubjects,
     WindowSet,
     canonical_order,
-    train_batches,
 )
 
 SPLITS = ("fit", "inner_val", "test")
@@ -52,7 +51,10 @@ def fold_datasets(
         files = subject_files(store, challenge, getattr(subjects, split))
         # Materialising here, before the fold workers take their CPUs, is what keeps the
         # read tasks from starving behind them (a streaming read would deadlock on 2 CPUs).
-        out[dataset_key(fold, split)] = ray.data.read_parquet(files).materialize()
+        # A quarter CPU per read task, so reads fit in the plan's reserve even while
+        # other trials' fold workers hold the rest of the cluster.
+        ds = ray.data.read_parquet(files, ray_remote_args={"num_cpus": 0.25})
+        out[dataset_key(fold, split)] = ds.materialize()
     return out
 
 
@@ -65,37 +67,26 @@ def _to_window_set(batches: list[dict[str, np.ndarray]]) -> WindowSet:
     return canonical_order(eeg, meta)
 
 
-class RayDataFoldSource:
-    """The fold source ``train_func`` sees inside a Ray Train worker (same methods as the
-    in-memory one)."""
+class RayDataFoldSource(FoldSource):
+    """The fold source ``train_func`` sees inside a Ray Train worker.
+
+    The fit windows stream in once and stay in this worker: a per-epoch Ray Data pass
+    through a local shuffle buffer mixes only 1-2 subjects per batch (blocks are per
+    subject), which trains differently from the in-process full shuffle.
+    """
 
     def __init__(self, fold: int, challenge: int, subjects: FoldSubjects) -> None:
         import ray.train
 
         self.fold = fold
-        self.challenge = challenge
-        self.subjects = subjects
         self._shard = {s: ray.train.get_dataset_shard(dataset_key(fold, s)) for s in SPLITS}
-        # The fit windows stream in once and stay in this worker: a per-epoch Ray Data
-        # pass through a local shuffle buffer mixes only 1-2 subjects per batch (blocks
-        # are per subject), which trains differently from the in-process full shuffle.
-        self.fit = self._load("fit")
-        self.inner_val = self._load("inner_val")
+        super().__init__(
+            challenge, subjects, fit=self._load("fit"), inner_val=self._load("inner_val")
+        )
 
     def _load(self, split: str) -> WindowSet:
         batches = self._shard[split].iter_batches(batch_size=1024, batch_format="numpy")
         return _to_window_set([{c: b[c] for c in (*ID_COLUMNS, "eeg")} for b in batches])
-
-    def fit_targets(self) -> np.ndarray:
-        return self.fit.target
-
-    def fit_windows(self) -> WindowSet:
-        return self.fit
-
-    def train_batches(
-        self, batch_size: int, rng: np.random.Generator
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        return train_batches(self.fit, batch_size, rng, crop=self.challenge == 2)
 
     def load_test(self) -> WindowSet:
         return self._load("test")

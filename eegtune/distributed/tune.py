@@ -153,7 +153,10 @@ def run_tune(job: TuneJob, plan: ResourcePlan, resume: bool = False, verbose: in
                 search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent_trials),
                 scheduler=ASHAScheduler(
                     time_attr="epoch",
-                    max_t=job.max_epochs + 1,  # the pooled final report comes after the epochs
+                    # Above every reported epoch (the pooled final report is max_epochs + 1): a
+                    # trial that ASHA stops at max_t is killed mid-teardown and can leak its
+                    # workers' placement group, starving the next trial's data reads.
+                    max_t=job.max_epochs + 2,
                     grace_period=min(job.grace_period, job.max_epochs),
                     reduction_factor=2,
                 ),

@@ -113,19 +113,21 @@ class FoldSubjects:
     test: tuple[str, ...]  # held out: touched once, for the out-of-fold predictions
 
 
-class InMemoryFoldSource:
-    """A fold's three subject sets loaded from the store into memory.
+class FoldSource:
+    """What ``train_func`` trains from: a fold's fit and inner-validation windows in
+    memory, the same batching everywhere, and the held-out windows on request only.
 
-    The Ray issue swaps this for a Ray Data stream with the same methods; the subject
-    sets stay the single source of truth for what each stage may see.
+    Subclasses say where the windows come from (the store here, a Ray Data stream under
+    Ray Train); the subject sets stay the single source of truth for what each stage sees.
     """
 
-    def __init__(self, store: str | Path, challenge: int, subjects: FoldSubjects) -> None:
+    def __init__(
+        self, challenge: int, subjects: FoldSubjects, fit: WindowSet, inner_val: WindowSet
+    ) -> None:
         self.challenge = challenge
         self.subjects = subjects
-        self.fit = load_window_set(store, challenge, subjects.fit)
-        self.inner_val = load_window_set(store, challenge, subjects.inner_val)
-        self._store = store
+        self.fit = fit
+        self.inner_val = inner_val
 
     def fit_targets(self) -> np.ndarray:
         return self.fit.target
@@ -141,10 +143,26 @@ class InMemoryFoldSource:
 
     def load_test(self) -> WindowSet:
         """Called once, after training, for the out-of-fold predictions."""
+        raise NotImplementedError
+
+
+class InMemoryFoldSource(FoldSource):
+    """A fold's subject sets read from the store's Parquet files into memory."""
+
+    def __init__(self, store: str | Path, challenge: int, subjects: FoldSubjects) -> None:
+        super().__init__(
+            challenge,
+            subjects,
+            fit=load_window_set(store, challenge, subjects.fit),
+            inner_val=load_window_set(store, challenge, subjects.inner_val),
+        )
+        self._store = store
+
+    def load_test(self) -> WindowSet:
         return load_window_set(self._store, self.challenge, self.subjects.test)
 
 
-FoldSourceFactory = Callable[[str | Path, int, FoldSubjects], InMemoryFoldSource]
+FoldSourceFactory = Callable[[str | Path, int, FoldSubjects], FoldSource]
 _factory: contextvars.ContextVar[FoldSourceFactory] = contextvars.ContextVar(
     "fold_source", default=InMemoryFoldSource
 )

@@ -30,8 +30,8 @@ from eegtune.models.base import EEGModel
 from eegtune.training.config import FoldJob, TrainConfig
 from eegtune.training.fold_data import (
     CROP_SAMPLES,
+    FoldSource,
     FoldSubjects,
-    InMemoryFoldSource,
     WindowSet,
     eval_arrays,
     eval_batches,
@@ -86,7 +86,7 @@ def _write_oof(ws: WindowSet, pred: np.ndarray, fold: int, path: Path) -> None:
 
 
 def _fit_by_gradient(
-    model: EEGModel, source: InMemoryFoldSource, hp: TrainConfig, job: FoldJob
+    model: EEGModel, source: FoldSource, hp: TrainConfig, job: FoldJob
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     opt = torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
     steps = hp.max_epochs * max(1, math.ceil(len(source.fit_targets()) / hp.batch_size))
