@@ -98,7 +98,9 @@ class FoldParallelReporter:
                 "oof_nrmse": pooled_oof(oof_dir, len(finals)),
                 "fold_oof_nrmse": [f["oof_nrmse"] for f in finals],
                 "best_epochs": [f["best_epoch"] for f in finals],
-                "done": True,
+                # Not "done": Tune reads that key as "stop this trial" and would kill it
+                # mid-teardown, leaking its placement group.
+                "final": True,
             }
         )
 
