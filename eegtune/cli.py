@@ -226,6 +226,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         else args.storage_path,
         max_epochs=max_epochs,
         seed=args.seed,
+        max_failures=args.max_failures,
+        sampler=args.sampler,
+        scheduler=args.scheduler,
     )
     start_ray(args.address, args.num_cpus)
     try:
@@ -334,6 +337,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers-per-fold", type=int, default=1)
     p.add_argument("--cpus-per-worker", type=float)
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
+    p.add_argument(
+        "--max-failures",
+        type=int,
+        default=1,
+        help="restarts of a trial, and of its lost workers, from its last checkpoint",
+    )
+    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
+    p.add_argument(
+        "--scheduler", choices=("asha", "fifo"), default="asha", help="fifo: no early stopping"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--top", type=int, default=5, help="rows of the results table to print")
     p.add_argument("--smoke-test", action="store_true", help="2 trials, 2 folds, 2 epochs")

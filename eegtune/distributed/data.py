@@ -53,7 +53,7 @@ def fold_datasets(
         # read tasks from starving behind them (a streaming read would deadlock on 2 CPUs).
         # A quarter CPU per read task, so reads fit in the plan's reserve even while
         # other trials' fold workers hold the rest of the cluster.
-        ds = ray.data.read_parquet(files, ray_remote_args={"num_cpus": 0.25})
+        ds = ray.data.read_parquet(files, num_cpus=0.25)
         out[dataset_key(fold, split)] = ds.materialize()
     return out
 

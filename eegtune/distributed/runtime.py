@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
+# Ray Train's controller takes at most one report per worker per poll, and polls every
+# 2 s by default: a fold reporting 0.2 s epochs would wait ~1.8 s at every report. A
+# quarter second keeps reports flowing at the cost of a few cheap status calls.
+TRAIN_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+TRAIN_POLL_S = "0.25"
+
+
+def _runtime_env() -> dict:
+    return {"env_vars": {TRAIN_POLL_ENV: os.environ.get(TRAIN_POLL_ENV, TRAIN_POLL_S)}}
+
 
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join the cluster at ``address``, or start a local Ray bound to 127.0.0.1.
@@ -13,7 +25,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     import ray
 
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, runtime_env=_runtime_env())
         return
     # address="local" always starts a fresh instance, even if another Ray on this machine
     # (a user's `ray start`, another run) left its address where ray.init would find it.
@@ -24,4 +36,5 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         dashboard_host="127.0.0.1",
         _node_ip_address="127.0.0.1",
         log_to_driver=False,
+        runtime_env=_runtime_env(),
     )

@@ -26,6 +26,10 @@ from eegtune.distributed.train import VAL_METRIC, run_folds
 from eegtune.search_spaces import get_space
 
 JOURNAL = "optuna_journal.log"
+TRIAL_ID_ATTR = "tune_trial_id"  # Optuna user attribute: the trial's folder under folds/
+SAMPLERS = ("tpe", "random")
+RESUMABLE = ("n_trials", "max_failures")  # what a --resume may change
+SCHEDULERS = ("asha", "fifo")
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,15 @@ class TuneJob:
     max_epochs: int = 30
     grace_period: int = 3
     seed: int = 0
+    max_failures: int = 1  # restarts of a trial (and of its lost workers) from its checkpoint
+    sampler: str = "tpe"  # "random": the baseline a search is measured against
+    scheduler: str = "asha"  # "fifo": every trial runs all its epochs
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
 
     @property
     def experiment_dir(self) -> Path:
@@ -104,6 +117,7 @@ def _trainable(job: TuneJob, plan: ResourcePlan):
             storage_path=str(job.experiment_dir / "train"),
             name=f"train_{trial_id}",
             callbacks=[TuneReportCallback()],
+            max_failures=job.max_failures,
         )
 
     return trial
@@ -113,7 +127,6 @@ def run_tune(job: TuneJob, plan: ResourcePlan, resume: bool = False, verbose: in
     """Run (or resume) the search; return the results table, best first."""
     import optuna
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
@@ -130,7 +143,7 @@ def run_tune(job: TuneJob, plan: ResourcePlan, resume: bool = False, verbose: in
     saved_path = job.experiment_dir / "tune_job.json"
     if resume and saved_path.exists():
         saved = json.loads(saved_path.read_text())
-        changed = [k for k in record if k != "n_trials" and saved.get(k) != record[k]]
+        changed = [k for k in record if k not in RESUMABLE and saved.get(k) != record[k]]
         if changed:
             detail = ", ".join(f"{k}: {saved.get(k)!r} -> {record[k]!r}" for k in changed)
             raise ValueError(f"--resume must continue the same experiment; changed {detail}")
@@ -139,11 +152,18 @@ def run_tune(job: TuneJob, plan: ResourcePlan, resume: bool = False, verbose: in
     remaining = max(0, job.n_trials - done)
     atomic_write_text(saved_path, json.dumps({**record, "plan": plan.to_dict()}, indent=1))
     if remaining:
-        searcher = OptunaSearch(
+        # Reseeded by the count of finished trials, so a resumed search does not replay
+        # the draws its first part already made.
+        sampler = (
+            optuna.samplers.TPESampler(seed=job.seed + done)
+            if job.sampler == "tpe"
+            else optuna.samplers.RandomSampler(seed=job.seed + done)
+        )
+        searcher = _recording(OptunaSearch)(
             space=space.define,
             metric=VAL_METRIC,
             mode="min",
-            sampler=optuna.samplers.TPESampler(seed=job.seed + done),
+            sampler=sampler,
             study_name=job.name,
             storage=_study(job),
         )
@@ -151,15 +171,7 @@ def run_tune(job: TuneJob, plan: ResourcePlan, resume: bool = False, verbose: in
             tune.with_resources(_trainable(job, plan), {"CPU": 0, "memory": TRIAL_DRIVER_MEMORY}),
             tune_config=tune.TuneConfig(
                 search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent_trials),
-                scheduler=ASHAScheduler(
-                    time_attr="epoch",
-                    # Above every reported epoch (the pooled final report is max_epochs + 1): a
-                    # trial that ASHA stops at max_t is killed mid-teardown and can leak its
-                    # workers' placement group, starving the next trial's data reads.
-                    max_t=job.max_epochs + 2,
-                    grace_period=min(job.grace_period, job.max_epochs),
-                    reduction_factor=2,
-                ),
+                scheduler=_scheduler(job),
                 metric=VAL_METRIC,
                 mode="min",
                 num_samples=remaining,
@@ -167,12 +179,43 @@ def run_tune(job: TuneJob, plan: ResourcePlan, resume: bool = False, verbose: in
             run_config=tune.RunConfig(
                 name=f"tune_{done}",
                 storage_path=str(job.experiment_dir / "ray"),
-                failure_config=tune.FailureConfig(max_failures=1),
+                failure_config=tune.FailureConfig(max_failures=job.max_failures),
                 verbose=verbose,
             ),
         )
         tuner.fit()
     return results_table(job)
+
+
+def _recording(optuna_search: type) -> type:
+    """OptunaSearch that writes each Tune trial id into its Optuna trial, so the durable
+    study itself says which folder holds each trial's folds."""
+
+    class RecordingOptunaSearch(optuna_search):
+        def suggest(self, trial_id: str):
+            config = super().suggest(trial_id)
+            trial = self._ot_trials.get(trial_id)
+            if trial is not None:
+                trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
+            return config
+
+    return RecordingOptunaSearch
+
+
+def _scheduler(job: TuneJob):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if job.scheduler == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="epoch",
+        # Above every reported epoch (the pooled final report is max_epochs + 1): a trial
+        # that ASHA stops at max_t is killed mid-teardown and can leak its workers'
+        # placement group, starving the next trial's data reads.
+        max_t=job.max_epochs + 2,
+        grace_period=min(job.grace_period, job.max_epochs),
+        reduction_factor=2,
+    )
 
 
 def results_table(job: TuneJob) -> pd.DataFrame:
@@ -182,51 +225,40 @@ def results_table(job: TuneJob) -> pd.DataFrame:
     study = optuna.load_study(study_name=job.name, storage=_study(job))
     rows = []
     for t in study.trials:
+        trial_id = t.user_attrs.get(TRIAL_ID_ATTR)
         rows.append(
             {
                 "trial": t.number,
                 "status": t.state.name,
                 VAL_METRIC: t.value,
-                **{k: v for k, v in t.params.items()},
+                **t.params,
+                **_oof_of(job, trial_id),
             }
         )
     table = pd.DataFrame(rows)
-    oof = _oof_by_config(job)
-    if not table.empty and oof:
-        # A trial's folds are found by its sampled values, which JSON keeps exactly.
-        extra = {"oof_nrmse": [], "fold_oof_nrmse": [], "trial_dir": []}
-        for t in study.trials:
-            match = next(
-                (r for r in oof if all(r["config"].get(k) == v for k, v in t.params.items())), None
-            )
-            for key in extra:
-                extra[key].append(None if match is None else match[key])
-        table = table.assign(**extra)
+    if table.empty:
+        return table
     return table.sort_values(VAL_METRIC, na_position="last").reset_index(drop=True)
 
 
-def _oof_by_config(job: TuneJob) -> list[dict[str, Any]]:
-    """Pooled and per-fold OOF NRMSE of every trial that finished all its folds."""
+def _oof_of(job: TuneJob, trial_id: str | None) -> dict[str, Any]:
+    """Pooled and per-fold OOF NRMSE of a trial that finished all its folds."""
     from eegtune.metrics import nrmse
 
-    rows = []
-    for trial_dir in sorted((job.experiment_dir / "folds").glob("*")):
-        files = sorted(trial_dir.glob("fold*/oof.parquet"))
-        cfg_path = trial_dir / "config.json"
-        if len(files) < job.n_folds or not cfg_path.exists():
-            continue
-        cfg = json.loads(cfg_path.read_text())
-        oof = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-        per_fold = [
-            nrmse(g["target"], g["prediction"]) if g["target"].nunique() > 1 else float("nan")
-            for _, g in oof.groupby("fold")
-        ]
-        rows.append(
-            {
-                "config": cfg,
-                "oof_nrmse": nrmse(oof["target"], oof["prediction"]),
-                "fold_oof_nrmse": [round(x, 4) for x in per_fold],
-                "trial_dir": str(trial_dir),
-            }
-        )
-    return rows
+    empty = {"oof_nrmse": None, "fold_oof_nrmse": None, "trial_dir": None}
+    if trial_id is None:
+        return empty
+    trial_dir = job.experiment_dir / "folds" / trial_id
+    files = [trial_dir / f"fold{k}" / "oof.parquet" for k in range(job.n_folds)]
+    if not all(f.exists() for f in files):
+        return {**empty, "trial_dir": str(trial_dir)}
+    oof = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    per_fold = [
+        nrmse(g["target"], g["prediction"]) if g["target"].nunique() > 1 else float("nan")
+        for _, g in oof.groupby("fold")
+    ]
+    return {
+        "oof_nrmse": nrmse(oof["target"], oof["prediction"]),
+        "fold_oof_nrmse": [round(x, 4) for x in per_fold],
+        "trial_dir": str(trial_dir),
+    }

@@ -75,6 +75,7 @@ class FoldJob:
     n_folds: int = 5
     split: str = "kfold"
     threads: int = 0  # 0 leaves torch's default
+    replica: int = 0  # > 0: a data-parallel copy of the fold that leaves writing to replica 0
 
     def __post_init__(self) -> None:
         if self.challenge not in (1, 2):

@@ -22,6 +22,7 @@ from eegtune.training.config import FoldJob, TrainConfig, make_config
 from eegtune.training.folds import audit_folds, make_folds, store_subjects
 from eegtune.training.reporting import LocalReporter, reporting_to
 from eegtune.training.train_func import oof_frame, train_func
+from eegtune.training.training_state import STATE_FILE
 
 
 @dataclass
@@ -83,7 +84,9 @@ def run_cv(
     )
     results = []
     for fold in folds:
-        with reporting_to(LocalReporter(on_report)):
+        # Each epoch's state is kept beside the fold's outputs, so a rerun resumes there.
+        state_path = run_dir / f"fold{fold.index}" / STATE_FILE
+        with reporting_to(LocalReporter(on_report, state_path=state_path)):
             results.append(train_func(make_config(replace(job, fold=fold.index), hp)))
     oof = oof_frame(run_dir, len(folds))
     base = mean_baseline_predictions(oof, subjects, folds)

@@ -12,11 +12,15 @@ import contextvars
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from eegtune.data.store import read_windows
+
+if TYPE_CHECKING:
+    import torch
 
 CROP_SAMPLES = 200
 SCORER_CROP_SEED = 42
@@ -140,6 +144,9 @@ class FoldSource:
         self, batch_size: int, rng: np.random.Generator
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         return train_batches(self.fit, batch_size, rng, crop=self.challenge == 2)
+
+    def attach(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Called once before training; a data-parallel shard combines gradients here."""
 
     def load_test(self) -> WindowSet:
         """Called once, after training, for the out-of-fold predictions."""

@@ -38,7 +38,8 @@ from eegtune.training.fold_data import (
     open_fold_source,
 )
 from eegtune.training.folds import inner_split, make_folds, store_subjects
-from eegtune.training.reporting import report
+from eegtune.training.reporting import report, restore_state
+from eegtune.training.training_state import TrainingState, fingerprint
 
 CHECKPOINT = "checkpoint.pt"
 OOF = "oof.parquet"
@@ -91,14 +92,31 @@ def _fit_by_gradient(
     opt = torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
     steps = hp.max_epochs * max(1, math.ceil(len(source.fit_targets()) / hp.batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    source.attach(model, opt)
     # Selection uses inner-validation RMSE: on a fixed set it ranks epochs exactly as NRMSE
     # does, and it stays defined when those subjects share one target (Challenge 2).
-    best = {"inner_val_rmse": math.inf, "epoch": -1}
+    best = {"inner_val_rmse": math.inf, "epoch": -1, "resumed_at_epoch": 0}
     best_state = copy.deepcopy(model.state_dict())
-    stale = 0
+    stale, start, stopped = 0, 0, False
+    key = fingerprint(job, hp)
+    saved = restore_state(key)
+    if saved is not None:
+        model.load_state_dict(saved.model)
+        opt.load_state_dict(saved.optimizer)
+        sched.load_state_dict(saved.scheduler)
+        torch.set_rng_state(saved.torch_rng)
+        best_state = saved.best_model
+        best = {
+            "inner_val_rmse": saved.best_inner_val_rmse,
+            "epoch": saved.best_epoch,
+            "resumed_at_epoch": saved.epochs_done,
+        }
+        stale, start, stopped = saved.stale, saved.epochs_done, saved.stopped
     y_val = source.inner_val.target
-    for epoch in range(hp.max_epochs):
-        start = time.perf_counter()
+    for epoch in range(start, hp.max_epochs):
+        if stopped:
+            break
+        t0 = time.perf_counter()
         rng = np.random.default_rng([hp.seed, 3, job.fold, epoch])
         model.train()
         losses, seen = 0.0, 0
@@ -113,11 +131,25 @@ def _fit_by_gradient(
         val_pred = predict(model, source.inner_val)
         val = rmse(y_val, val_pred)
         if val < best["inner_val_rmse"]:
-            best = {"inner_val_rmse": val, "epoch": epoch}
+            best = {**best, "inner_val_rmse": val, "epoch": epoch}
             best_state = copy.deepcopy(model.state_dict())
             stale = 0
         else:
             stale += 1
+        stopped = stale >= hp.patience or epoch + 1 == hp.max_epochs
+        state = TrainingState(
+            fingerprint=key,
+            epochs_done=epoch + 1,
+            stopped=stopped,
+            model=model.state_dict(),
+            optimizer=opt.state_dict(),
+            scheduler=sched.state_dict(),
+            best_model=best_state,
+            best_inner_val_rmse=best["inner_val_rmse"],
+            best_epoch=best["epoch"],
+            stale=stale,
+            torch_rng=torch.get_rng_state(),
+        )
         report(
             {
                 "epoch": epoch,
@@ -126,13 +158,12 @@ def _fit_by_gradient(
                 "inner_val_rmse": val,
                 "best_inner_val_rmse": best["inner_val_rmse"],
                 "lr": sched.get_last_lr()[0],
-                "epoch_seconds": time.perf_counter() - start,
+                "epoch_seconds": time.perf_counter() - t0,
                 # Lets a fold-parallel run pool the inner-validation NRMSE across folds.
                 **{f"inner_val_{k}": v for k, v in error_sums(y_val, val_pred).items()},
-            }
+            },
+            state=state,
         )
-        if stale >= hp.patience:
-            break
     return best_state, best
 
 
@@ -158,7 +189,7 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
         model.fit(eval_arrays(fit), fit.target)
         val_pred = predict(model, source.inner_val)
         val = rmse(source.inner_val.target, val_pred)
-        best = {"inner_val_rmse": val, "epoch": 0}
+        best = {"inner_val_rmse": val, "epoch": 0, "resumed_at_epoch": 0}
         sums = error_sums(source.inner_val.target, val_pred)
         report(
             {
@@ -179,6 +210,8 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
         "fold": job.fold,
         "best_epoch": best["epoch"],
         "inner_val_rmse": best["inner_val_rmse"],
+        # Epochs restored from a saved state rather than trained in this run (0: fresh).
+        "resumed_at_epoch": best["resumed_at_epoch"],
         "oof_rmse": rmse(test.target, pred),
         # A held-out fold of one Challenge 2 subject has one target: NRMSE is undefined.
         "oof_nrmse": nrmse(test.target, pred) if np.ptp(test.target) > 0 else None,
@@ -190,6 +223,9 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
             "test": list(subjects.test),
         },
     }
+    if job.replica:  # a data-parallel replica: its fold's first worker writes the outputs
+        report({**{k: v for k, v in metrics.items() if k != "subjects"}, "done": True})
+        return metrics
     _write_oof(test, pred, job.fold, out / OOF)
     # Plain JSON types only, so the checkpoint loads under weights_only=True.
     plain = json.loads(json.dumps({"metrics": metrics, "config": config}, default=float))

@@ -39,7 +39,7 @@ def test_folds_of_one_trial_run_on_both_nodes(prepared_store, tmp_path):
         result = run_folds(config, plan, storage_path=str(tmp_path / "train"), name="multinode")
         assert result.error is None
         placed = [
-            json.loads((tmp_path / "folds" / f"fold{k}" / "placement.json").read_text())
+            json.loads((tmp_path / "folds" / f"fold{k}" / "placement_0.json").read_text())
             for k in (0, 1)
         ]
         assert {p["node_id"] for p in placed} == nodes

@@ -12,7 +12,14 @@ import pytest
 
 from eegtune.distributed.resources import plan_resources
 from eegtune.distributed.runtime import start_ray
-from eegtune.distributed.tune import JOURNAL, TuneJob, _close_interrupted, _study, run_tune
+from eegtune.distributed.tune import (
+    JOURNAL,
+    TRIAL_ID_ATTR,
+    TuneJob,
+    _close_interrupted,
+    _study,
+    run_tune,
+)
 from eegtune.training.folds import store_subjects
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -53,6 +60,12 @@ def test_small_tune_completes_then_resumes_without_rerunning(prepared_store, tmp
     # The finished trial was not run again.
     assert (first_dir / "fold0" / "oof.parquet").stat().st_mtime_ns == first_mtime
 
+    # Each trial's row points at its own folds, through the Tune trial id in the study.
+    study = optuna.load_study(study_name="t", storage=_study(job))
+    recorded = {t.number: t.user_attrs[TRIAL_ID_ATTR] for t in study.trials}
+    assert len(set(recorded.values())) == 2
+    for _, row in table.iterrows():
+        assert Path(row["trial_dir"]) == job.experiment_dir / "folds" / recorded[row["trial"]]
     subjects = set(store_subjects(prepared_store, 1)["subject"])
     for trial_dir in table["trial_dir"]:
         oof = pd.concat(
@@ -101,3 +114,10 @@ def test_resume_refuses_a_changed_experiment(prepared_store, tmp_path):
     (job.experiment_dir / JOURNAL).write_text("")
     with pytest.raises(ValueError, match="n_folds: 3 -> 2"):
         run_tune(job, plan_resources(2, n_folds=2), resume=True)
+
+
+def test_unknown_sampler_or_scheduler_is_refused():
+    with pytest.raises(ValueError, match="sampler"):
+        TuneJob("s", 1, "softargmax_tcn", 1, 2, "x", "/tmp", sampler="grid")
+    with pytest.raises(ValueError, match="scheduler"):
+        TuneJob("s", 1, "softargmax_tcn", 1, 2, "x", "/tmp", scheduler="hyperband")

@@ -1,0 +1,177 @@
+"""How the folds of one trial report to Ray as one: pooled epochs and joint checkpoints.
+
+Every fold worker runs ``train_func`` with a :class:`FoldParallelReporter` installed.
+Each epoch the reporters gather all folds' metrics over torch.distributed and report
+one pooled inner-validation NRMSE (exact, from per-fold error sums) for ASHA to act on.
+With the report goes a checkpoint: each fold's leader adds its training state to the
+same Ray checkpoint, which Ray registers only once every worker has reported it. So a
+lost worker's trial restarts with all folds at the same report, and ``train_func``
+resumes each fold from its last epoch.
+
+Every worker must report the same number of times: folds that stop early keep
+reporting their last metrics (and re-send their final state) until ``max_epochs``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eegtune.metrics import pooled_nrmse
+from eegtune.training.training_state import TrainingState, load_state, save_state
+
+VAL_METRIC = "val_nrmse"  # what ASHA and the searcher act on: inner validation, never OOF
+SUM_KEYS = ("n", "sse", "sum_y", "sum_y2")
+
+
+def aggregate_epoch(per_fold: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from all folds' epoch reports (the Tune-visible metrics)."""
+    parts = [{k: m[f"inner_val_{k}"] for k in SUM_KEYS} for m in per_fold]
+    return {
+        "epoch": max(m["epoch"] for m in per_fold) + 1,  # epochs done, for ASHA's time_attr
+        VAL_METRIC: pooled_nrmse(parts),
+        "train_loss": float(np.mean([m["train_loss"] for m in per_fold])),
+        "fold_val_rmse": [m["inner_val_rmse"] for m in per_fold],
+        "folds_stopped": sum(bool(m.get("stopped")) for m in per_fold),
+        # The slowest fold's compute this epoch: what the trial's wall time is set against.
+        "epoch_seconds": max(float(m.get("epoch_seconds", 0.0)) for m in per_fold),
+    }
+
+
+class FoldParallelReporter:
+    """One fold worker's reporter: gathers, pools, checkpoints, and restores."""
+
+    def __init__(self, max_epochs: int, fold: int, workers_per_fold: int = 1, leader: bool = True):
+        import ray.train
+
+        self.max_epochs = max_epochs
+        self.fold = fold
+        self.workers_per_fold = workers_per_fold
+        # A fold's replicas hold identical weights, so only its first worker saves them.
+        self.leader = leader
+        self.epochs_reported = 0
+        self.last: dict[str, Any] | None = None
+        self.best: dict[str, Any] | None = None  # the epoch train_func will keep
+        self.final: dict[str, Any] | None = None
+        self._dir = Path(tempfile.mkdtemp(prefix=f"eegtune-fold{fold}-"))
+        self._has_state = False
+        self._restore(ray.train.get_checkpoint())
+
+    @property
+    def _state_file(self) -> Path:
+        return self._dir / f"fold{self.fold}.pt"
+
+    @property
+    def _meta_file(self) -> Path:
+        return self._dir / f"fold{self.fold}.json"
+
+    def _restore(self, checkpoint) -> None:
+        if checkpoint is None:
+            return
+        with checkpoint.as_directory() as folder:
+            meta = Path(folder) / self._meta_file.name
+            if not meta.exists():
+                raise RuntimeError(
+                    f"{checkpoint.path}: checkpoint has no state for fold {self.fold}"
+                )
+            saved = json.loads(meta.read_text())
+            self.epochs_reported, self.last, self.best = (
+                saved["reports"],
+                saved["last"],
+                saved["best"],
+            )
+            state = Path(folder) / self._state_file.name
+            if state.exists():
+                shutil.copyfile(state, self._state_file)
+                shutil.copyfile(meta, self._meta_file)
+                self._has_state = True
+
+    def restore_state(self, fingerprint: str) -> TrainingState | None:
+        return load_state(self._state_file, fingerprint) if self._has_state else None
+
+    def _gather(self, item: Any) -> list[Any]:
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(out, item)
+        return out[:: self.workers_per_fold]  # one entry per fold: its leader's
+
+    def _report_epoch(self, metrics: dict[str, Any]) -> None:
+        pooled = aggregate_epoch(self._gather(metrics))
+        self.epochs_reported += 1
+        self._send(pooled)
+
+    def _send(self, pooled: dict[str, Any]) -> None:
+        """Report with this fold's latest state; Ray merges all folds' into one checkpoint."""
+        import ray.train
+
+        checkpoint = None
+        if self.leader and self._has_state:
+            saved = {"reports": self.epochs_reported, "last": self.last, "best": self.best}
+            self._meta_file.write_text(json.dumps(saved))
+            checkpoint = ray.train.Checkpoint.from_directory(str(self._dir))
+        # The folder is re-sent by later reports, so Ray must not delete it.
+        ray.train.report(pooled, checkpoint=checkpoint, delete_local_checkpoint_after_upload=False)
+
+    def report(
+        self,
+        metrics: dict[str, Any],
+        checkpoint_dir: Path | None = None,
+        state: TrainingState | None = None,
+    ) -> None:
+        if metrics.get("done"):
+            self.final = metrics
+            return
+        if "inner_val_n" not in metrics:  # closed-form models report once, without sums
+            return
+        self.last = metrics
+        if self.best is None or metrics["inner_val_rmse"] < self.best["inner_val_rmse"]:
+            self.best = metrics
+        if state is not None and self.leader:
+            save_state(state, self._state_file)
+            self._has_state = True
+        self._report_epoch(metrics)
+
+    def finish(self, oof_dir: Path) -> None:
+        """Pad the epochs of an early-stopped fold, then report the pooled OOF result."""
+        while self.last is not None and self.epochs_reported < self.max_epochs:
+            self._report_epoch({**self.last, "stopped": True, "epoch_seconds": 0.0})
+        finals = self._gather(self.final)
+        bests = self._gather(self.best)
+        # The final figure the searcher ranks by: pooled inner-validation NRMSE of the
+        # epochs each fold kept. It comes one step after the last epoch, so ASHA's max_t
+        # (above max_epochs + 1) lets every fold write its out-of-fold predictions first.
+        val = (
+            pooled_nrmse([{k: b[f"inner_val_{k}"] for k in SUM_KEYS} for b in bests])
+            if all(b is not None for b in bests)
+            else float("nan")
+        )
+        # With a checkpoint, so it is also what Ray Train's Result.metrics holds.
+        self._send(
+            {
+                "epoch": self.max_epochs + 1,
+                VAL_METRIC: val,
+                "oof_nrmse": pooled_oof(oof_dir, len(finals)),
+                "fold_oof_nrmse": [f["oof_nrmse"] for f in finals],
+                "best_epochs": [f["best_epoch"] for f in finals],
+                "resumed_at_epochs": [f["resumed_at_epoch"] for f in finals],
+                # Not "done": Tune reads that key as "stop this trial" and would kill it
+                # mid-teardown, leaking its placement group.
+                "final": True,
+            }
+        )
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def pooled_oof(run_dir: Path, n_folds: int) -> float:
+    """Pooled out-of-fold NRMSE over folds 0…n_folds-1 under ``run_dir``."""
+    from eegtune.metrics import nrmse
+    from eegtune.training.train_func import oof_frame
+
+    oof = oof_frame(run_dir, n_folds)
+    return nrmse(oof["target"], oof["prediction"])

@@ -1,0 +1,95 @@
+"""Where a fold's training is resumed from: the state ``train_func`` saves every epoch.
+
+A fold killed mid-training (a lost Ray worker, a Ctrl-C'd ``eegtune cv``) restarts from
+its last finished epoch instead of from scratch. The state holds everything the next
+epoch depends on, so a resumed fold ends with exactly the weights an uninterrupted one
+would: model, optimiser and schedule, the early-stopping bookkeeping, and torch's RNG
+(dropout). The data order needs nothing saved: each epoch's shuffle is seeded from
+(seed, fold, epoch).
+
+The state is plain tensors and JSON types, so it loads under ``weights_only=True``.
+A state saved for another configuration is never used: it carries a fingerprint of
+every setting that changes training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eegtune.training.config import FoldJob, TrainConfig
+
+STATE_FILE = "training_state.pt"
+
+
+def fingerprint(job: FoldJob, hp: TrainConfig) -> str:
+    """A digest of what training depends on (not where it runs or writes)."""
+    relevant = {
+        **hp.to_flat(),
+        "store": job.store,
+        "challenge": job.challenge,
+        "fold": job.fold,
+        "n_folds": job.n_folds,
+        "split": job.split,
+    }
+    text = json.dumps(relevant, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrainingState:
+    """The fold's training after ``epochs_done`` epochs."""
+
+    fingerprint: str
+    epochs_done: int
+    stopped: bool  # early-stopped or out of epochs: nothing left to train
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    best_model: dict[str, torch.Tensor]
+    best_inner_val_rmse: float
+    best_epoch: int
+    stale: int
+    torch_rng: torch.Tensor
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingState:
+        return cls(**data)
+
+
+def save_state(state: TrainingState, path: str | Path) -> None:
+    """Write atomically: a kill mid-write leaves the previous epoch's state intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        torch.save(state.to_dict(), tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_state(path: str | Path, expected_fingerprint: str) -> TrainingState | None:
+    """The saved state if it exists and belongs to this configuration, else None."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # writes are atomic, so this is damage from outside: say so
+        raise ValueError(
+            f"{path}: unreadable training state ({exc}); delete it to start the fold over"
+        ) from exc
+    if not isinstance(data, dict) or data.get("fingerprint") != expected_fingerprint:
+        return None
+    return TrainingState.from_dict(data)
