@@ -1,7 +1,7 @@
 """ASHA + TPE against random search: the share of the epoch budget needed to match random.
 
-Both arms search the same space on the same store, folds and seed, one after the other
-in this run, through ``eegtune.distributed.tune.run_tune``:
+Both arms search the same space on the same store and folds, one after the other in
+this run, through ``eegtune.distributed.tune.run_tune``:
 
 - **random**: Optuna's RandomSampler, every trial to ``max_epochs`` (FIFO, no ASHA);
 - **asha+tpe**: the product's default, seeded TPE with ASHA over epochs.
@@ -72,6 +72,10 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=12)
     parser.add_argument("--space", default="softargmax_tcn")
     parser.add_argument("--folds", type=int, default=2)
+    # Different seeds: with one seed, TPE's random start-up trials would be the random
+    # arm's very draws, and the two arms would not be independent samples.
+    parser.add_argument("--tpe-seed", type=int, default=0)
+    parser.add_argument("--random-seed", type=int, default=1)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="eegtune-searcheff-"))
     synthesize(
@@ -84,12 +88,15 @@ def main() -> None:
 
     import ray
 
-    arms = {"random": ("random", "fifo"), "asha+tpe": ("tpe", "asha")}
+    arms = {
+        "random": ("random", "fifo", args.random_seed),
+        "asha+tpe": ("tpe", "asha", args.tpe_seed),
+    }
     costs = {}
     start_ray(num_cpus=2)
     try:
         plan = plan_resources(2, n_folds=args.folds)
-        for arm, (sampler, scheduler) in arms.items():
+        for arm, (sampler, scheduler, seed) in arms.items():
             job = TuneJob(
                 store=str(work / "store"),
                 challenge=1,
@@ -101,6 +108,7 @@ def main() -> None:
                 max_epochs=args.max_epochs,
                 sampler=sampler,
                 scheduler=scheduler,
+                sampler_seed=seed,
             )
             run_tune(job, plan, verbose=0)
             costs[arm] = trial_costs(job)

@@ -46,6 +46,7 @@ class TuneJob:
     seed: int = 0
     max_failures: int = 1  # restarts of a trial (and of its lost workers) from its checkpoint
     sampler: str = "tpe"  # "random": the baseline a search is measured against
+    sampler_seed: int | None = None  # None: ``seed``, which also drives folds and training
     scheduler: str = "asha"  # "fifo": every trial runs all its epochs
 
     def __post_init__(self) -> None:
@@ -154,10 +155,11 @@ def run_tune(job: TuneJob, plan: ResourcePlan, resume: bool = False, verbose: in
     if remaining:
         # Reseeded by the count of finished trials, so a resumed search does not replay
         # the draws its first part already made.
+        sampler_seed = (job.seed if job.sampler_seed is None else job.sampler_seed) + done
         sampler = (
-            optuna.samplers.TPESampler(seed=job.seed + done)
+            optuna.samplers.TPESampler(seed=sampler_seed)
             if job.sampler == "tpe"
-            else optuna.samplers.RandomSampler(seed=job.seed + done)
+            else optuna.samplers.RandomSampler(seed=sampler_seed)
         )
         searcher = _recording(OptunaSearch)(
             space=space.define,
