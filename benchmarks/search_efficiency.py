@@ -36,26 +36,27 @@ from eegtune.distributed.tune import TRIAL_ID_ATTR, TuneJob, _study, run_tune
 
 
 def trial_costs(job: TuneJob) -> pd.DataFrame:
-    """Per trial: fold-epochs trained, seconds in epochs, wall seconds, objective, order."""
+    """Per trial: fold-epochs trained, seconds in epochs, wall seconds, objective, order.
+
+    Every trial Tune ran counts towards the budget, including failed ones (their
+    objective is NaN)."""
     import optuna
 
     study = optuna.load_study(study_name=job.name, storage=_study(job))
-    results = {
-        p.parent.name.split("_")[1]: p for p in job.experiment_dir.glob("ray/*/*/result.json")
-    }
+    by_id = {t.user_attrs.get(TRIAL_ID_ATTR): t for t in study.trials}
     rows = []
-    for t in study.trials:
-        path = results.get(t.user_attrs.get(TRIAL_ID_ATTR, ""))
-        if path is None or t.value is None:
-            continue
+    for path in job.experiment_dir.glob("ray/*/*/result.json"):
         reports = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if not reports:
+            continue
+        trial = by_id.get(reports[0]["trial_id"])
         epochs = [r for r in reports if not r.get("final")]
+        value = None if trial is None else trial.value
         rows.append(
             {
-                "trial": t.number,
-                "completed": t.datetime_complete,
-                "objective": t.value,
-                "state": t.state.name,
+                "trial": None if trial is None else trial.number,
+                "completed": reports[-1]["timestamp"],  # trials run one at a time here
+                "objective": np.nan if value is None else value,
                 "fold_epochs": sum(job.n_folds - r["folds_stopped"] for r in epochs),
                 "epoch_seconds": sum(r.get("epoch_seconds", 0.0) for r in epochs),
                 "wall_seconds": reports[-1]["time_total_s"],

@@ -3,7 +3,10 @@
 - ``resources``: how many CPUs each fold worker gets, and what would deadlock;
 - ``data``: Ray Data fold sources read from the Parquet window store;
 - ``train``: one fold-parallel TorchTrainer per configuration;
-- ``tune``: Ray Tune with Optuna TPE (durable journal) and ASHA;
+- ``fold_reporter``: the folds' epochs pooled into one report, and checkpointed with it;
+- ``data_parallel``: several workers per fold, sharing each batch;
+- ``tune``: Ray Tune with Optuna TPE (durable journal) and ASHA, or the random/FIFO
+  baseline;
 - ``runtime``: starting or joining Ray.
 
 Ray is imported lazily inside functions, so importing eegtune stays fast.

@@ -4,8 +4,10 @@ Every replica of a fold draws the same seeded batch and trains on its own slice 
 before each optimiser step the slices' gradients are combined, weighted by slice size,
 over the fold's own process group. The combined gradient is the gradient of the whole
 batch's mean loss, so a fold trains with W replicas as it does with one, step for step
-and learning rate for learning rate (up to float summation order, per-slice batch-norm
-statistics and dropout draws).
+and learning rate for learning rate, up to float summation order, per-slice batch-norm
+statistics and dropout draws, and one rule: a last batch of fewer than W windows is
+dropped, since some replica would get none. Each replica reports its own slice's loss;
+the trial's ``train_loss`` is its leader's.
 
 At the end of every epoch the fold's leader broadcasts its weights and buffers, so the
 replicas evaluate identical models and make identical early-stopping decisions: they

@@ -92,13 +92,24 @@ class FoldParallelReporter:
                 self._has_state = True
 
     def restore_state(self, fingerprint: str) -> TrainingState | None:
-        return load_state(self._state_file, fingerprint) if self._has_state else None
+        if not self._has_state:
+            return None
+        state = load_state(self._state_file, fingerprint)
+        if state is None:
+            # Starting this fold over while the others resume would desynchronise the
+            # folds' reports (and hang their collectives): refuse instead.
+            raise RuntimeError(
+                f"fold {self.fold}: the trial's checkpoint holds a state for another "
+                f"configuration or store; it cannot be resumed"
+            )
+        return state
 
     def _gather(self, item: Any) -> list[Any]:
         import torch.distributed as dist
 
         out: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(out, item)
+        _check_replicas_agree(out, self.workers_per_fold)
         return out[:: self.workers_per_fold]  # one entry per fold: its leader's
 
     def _report_epoch(self, metrics: dict[str, Any]) -> None:
@@ -127,7 +138,7 @@ class FoldParallelReporter:
         if metrics.get("done"):
             self.final = metrics
             return
-        if "inner_val_n" not in metrics:  # closed-form models report once, without sums
+        if "inner_val_n" not in metrics:  # nothing to pool: not an epoch report
             return
         self.last = metrics
         if self.best is None or metrics["inner_val_rmse"] < self.best["inner_val_rmse"]:
@@ -166,6 +177,24 @@ class FoldParallelReporter:
             }
         )
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _check_replicas_agree(gathered: list[Any], workers_per_fold: int) -> None:
+    """A fold's replicas must evaluate identical weights: if their validation differs
+    (say, nodes whose float kernels differ), their early stopping could diverge and hang
+    the collectives. Every rank sees the same list, so every rank raises together."""
+    if workers_per_fold == 1:
+        return
+    for start in range(0, len(gathered), workers_per_fold):
+        fold = gathered[start : start + workers_per_fold]
+        if not all(isinstance(m, dict) for m in fold):
+            continue
+        key = [(m.get("epoch"), m.get("inner_val_rmse"), m.get("stopped")) for m in fold]
+        if any(k != key[0] for k in key):
+            raise RuntimeError(
+                f"the replicas of fold {start // workers_per_fold} disagree: {key}; "
+                f"data-parallel folds need replicas on identical hardware"
+            )
 
 
 def pooled_oof(run_dir: Path, n_folds: int) -> float:

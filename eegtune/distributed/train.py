@@ -113,7 +113,7 @@ def run_folds(
             failure_config=ray.train.FailureConfig(
                 max_failures=max_failures, controller_failure_limit=0
             ),
-            # The newest checkpoint is all a restart needs; one more guards a torn upload.
+            # A restart needs only the newest checkpoint; keep one more for inspection.
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
     )

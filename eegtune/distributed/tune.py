@@ -13,6 +13,7 @@ trial, and only the missing trials run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,7 +144,9 @@ def run_tune(job: TuneJob, plan: ResourcePlan, resume: bool = False, verbose: in
     record = {**job.__dict__, "space_version": space.version}
     saved_path = job.experiment_dir / "tune_job.json"
     if resume and saved_path.exists():
-        saved = json.loads(saved_path.read_text())
+        # Settings added since the experiment was saved count as their defaults.
+        defaults = {f.name: f.default for f in dataclasses.fields(TuneJob)}
+        saved = {**defaults, **json.loads(saved_path.read_text())}
         changed = [k for k in record if k not in RESUMABLE and saved.get(k) != record[k]]
         if changed:
             detail = ", ".join(f"{k}: {saved.get(k)!r} -> {record[k]!r}" for k in changed)

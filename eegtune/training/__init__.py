@@ -10,6 +10,7 @@ from eegtune.training.cross_validate import CVResult, run_cv
 from eegtune.training.folds import Fold, audit_folds, inner_split, make_folds, store_subjects
 from eegtune.training.reporting import LocalReporter, report, reporting_to
 from eegtune.training.train_func import load_checkpoint, train_func
+from eegtune.training.training_state import TrainingState
 
 __all__ = [
     "CVResult",
@@ -17,6 +18,7 @@ __all__ = [
     "FoldJob",
     "LocalReporter",
     "TrainConfig",
+    "TrainingState",
     "audit_folds",
     "inner_split",
     "load_checkpoint",

@@ -7,6 +7,10 @@ predictions. One ``seed`` drives the split, the initialisation and the data orde
 
 Early stopping and checkpoint selection use inner-validation subjects carved from the
 fold's training subjects; the held-out subjects are read once, after training.
+
+Every epoch's report carries the fold's :class:`TrainingState`; at its start the fold
+asks the reporter for a saved one and, if there is one for this configuration, resumes
+after its last epoch (see :mod:`eegtune.training.training_state`).
 """
 
 from __future__ import annotations
@@ -87,7 +91,7 @@ def _write_oof(ws: WindowSet, pred: np.ndarray, fold: int, path: Path) -> None:
 
 
 def _fit_by_gradient(
-    model: EEGModel, source: FoldSource, hp: TrainConfig, job: FoldJob
+    model: EEGModel, source: FoldSource, hp: TrainConfig, job: FoldJob, subjects: FoldSubjects
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     opt = torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
     steps = hp.max_epochs * max(1, math.ceil(len(source.fit_targets()) / hp.batch_size))
@@ -98,7 +102,7 @@ def _fit_by_gradient(
     best = {"inner_val_rmse": math.inf, "epoch": -1, "resumed_at_epoch": 0}
     best_state = copy.deepcopy(model.state_dict())
     stale, start, stopped = 0, 0, False
-    key = fingerprint(job, hp)
+    key = fingerprint(job, hp, subjects)
     saved = restore_state(key)
     if saved is not None:
         model.load_state_dict(saved.model)
@@ -182,7 +186,7 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
     if model.trainable_by_gradient:
         y_fit = source.fit_targets()
         model.set_target_scale(float(y_fit.mean()), float(y_fit.std()) or 1.0)
-        state, best = _fit_by_gradient(model, source, hp, job)
+        state, best = _fit_by_gradient(model, source, hp, job, subjects)
         model.load_state_dict(state)
     else:
         fit = source.fit_windows()

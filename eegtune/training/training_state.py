@@ -5,7 +5,8 @@ its last finished epoch instead of from scratch. The state holds everything the 
 epoch depends on, so a resumed fold ends with exactly the weights an uninterrupted one
 would: model, optimiser and schedule, the early-stopping bookkeeping, and torch's RNG
 (dropout). The data order needs nothing saved: each epoch's shuffle is seeded from
-(seed, fold, epoch).
+(seed, fold, epoch). (A data-parallel fold restores its leader's RNG on every replica,
+so with dropout its resumed run is close to, not bit-equal with, an uninterrupted one.)
 
 The state is plain tensors and JSON types, so it loads under ``weights_only=True``.
 A state saved for another configuration is never used: it carries a fingerprint of
@@ -24,20 +25,26 @@ from typing import Any
 
 import torch
 
+from eegtune.data.store import MANIFEST
 from eegtune.training.config import FoldJob, TrainConfig
+from eegtune.training.fold_data import FoldSubjects
 
 STATE_FILE = "training_state.pt"
 
 
-def fingerprint(job: FoldJob, hp: TrainConfig) -> str:
-    """A digest of what training depends on (not where it runs or writes)."""
+def fingerprint(job: FoldJob, hp: TrainConfig, subjects: FoldSubjects) -> str:
+    """A digest of what training depends on (not where it runs or writes): the settings,
+    the fold's subjects and the store's manifest, so a state saved before the store was
+    prepared again, or for another split, is never resumed."""
+    manifest = Path(job.store) / MANIFEST
     relevant = {
         **hp.to_flat(),
-        "store": job.store,
         "challenge": job.challenge,
         "fold": job.fold,
-        "n_folds": job.n_folds,
-        "split": job.split,
+        "subjects": [list(subjects.fit), list(subjects.inner_val), list(subjects.test)],
+        "manifest": hashlib.sha256(manifest.read_bytes()).hexdigest()
+        if manifest.exists()
+        else None,
     }
     text = json.dumps(relevant, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -92,4 +99,7 @@ def load_state(path: str | Path, expected_fingerprint: str) -> TrainingState | N
         ) from exc
     if not isinstance(data, dict) or data.get("fingerprint") != expected_fingerprint:
         return None
-    return TrainingState.from_dict(data)
+    try:
+        return TrainingState.from_dict(data)
+    except TypeError as exc:  # saved by another version of eegtune
+        raise ValueError(f"{path}: not a training state this version can resume ({exc})") from exc

@@ -9,7 +9,7 @@ import torch
 
 from eegtune.training.config import FoldJob, TrainConfig, make_config
 from eegtune.training.reporting import LocalReporter, reporting_to
-from eegtune.training.train_func import train_func
+from eegtune.training.train_func import fold_subjects, train_func
 from eegtune.training.training_state import STATE_FILE, fingerprint, load_state
 
 # Dropout on, so the drill also proves torch's RNG is restored.
@@ -56,7 +56,7 @@ def test_resumed_fold_matches_an_uninterrupted_one(prepared_store, tmp_path):
     state_path = tmp_path / "cut" / "fold1" / STATE_FILE
     with reporting_to(KilledAfter(2, state_path)), pytest.raises(Interrupted):
         train_func(cfg)
-    saved = load_state(state_path, fingerprint(job, hp))
+    saved = load_state(state_path, fingerprint(job, hp, fold_subjects(job, hp)))
     assert saved is not None and saved.epochs_done == 2 and not saved.stopped
 
     resumed = LocalReporter(state_path=state_path)
