@@ -109,3 +109,19 @@ def test_damaged_state_is_named(prepared_store, tmp_path):
     with reporting_to(LocalReporter(state_path=state_path)), pytest.raises(ValueError) as err:
         train_func(cfg)
     assert str(state_path) in str(err.value)
+
+
+def test_state_from_before_the_store_was_prepared_again_is_ignored(
+    prepared_store, tmp_path, copy_tree
+):
+    store = copy_tree(prepared_store, "store")
+    _, _, cfg = _config(store, tmp_path / "run", max_epochs=2)
+    state_path = tmp_path / "run" / "fold1" / STATE_FILE
+    with reporting_to(LocalReporter(state_path=state_path)):
+        train_func(cfg)
+    manifest = store / "manifest.json"
+    manifest.write_text(manifest.read_text().replace("{", '{"prepared_again": true, ', 1))
+    again = LocalReporter(state_path=state_path)
+    with reporting_to(again):
+        metrics = train_func(cfg)
+    assert metrics["resumed_at_epoch"] == 0
