@@ -3,7 +3,8 @@
 Each trial is a Tune *function* trainable that asks for no CPU and launches one
 fold-parallel TorchTrainer (Ray 2.60's Train V2 rejects ``Tuner(trainer)``). ASHA and
 the sampler see the pooled inner-validation NRMSE; the pooled out-of-fold NRMSE is
-reported at the end of each trial and ranks the results table.
+reported at the end of each trial and shown in the results table. ``sampler="random"``
+with ``scheduler="fifo"`` is the plain random search a search is measured against.
 
 The Optuna study lives in a journal file under the experiment folder, not only in Ray's
 searcher state (``Tuner.restore`` is known to lose OptunaSearch's state, ray#30861): a
