@@ -231,16 +231,11 @@ def results_table(job: TuneJob) -> pd.DataFrame:
     study = optuna.load_study(study_name=job.name, storage=_study(job))
     rows = []
     for t in study.trials:
-        trial_id = t.user_attrs.get(TRIAL_ID_ATTR)
-        rows.append(
-            {
-                "trial": t.number,
-                "status": t.state.name,
-                VAL_METRIC: t.value,
-                **t.params,
-                **_oof_of(job, trial_id),
-            }
-        )
+        oof = _oof_of(job, t.user_attrs.get(TRIAL_ID_ATTR))
+        status = t.state.name
+        if status == "COMPLETE" and oof["oof_nrmse"] is None:
+            status = "STOPPED"  # ended by ASHA before its folds wrote their predictions
+        rows.append({"trial": t.number, "status": status, VAL_METRIC: t.value, **t.params, **oof})
     table = pd.DataFrame(rows)
     if table.empty:
         return table

@@ -18,6 +18,7 @@ from eegtune.distributed.tune import (
     TuneJob,
     _close_interrupted,
     _study,
+    results_table,
     run_tune,
 )
 from eegtune.training.folds import store_subjects
@@ -96,6 +97,19 @@ def test_interrupted_trials_are_closed_before_resuming(tmp_path):
     states = [t.state for t in optuna.load_study(study_name="x", storage=_study(job)).trials]
     assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
     assert (job.experiment_dir / JOURNAL).exists()
+
+
+def test_trial_stopped_before_its_predictions_is_marked_stopped(tmp_path):
+    job = TuneJob("s", 1, "softargmax_tcn", 1, 2, "x", str(tmp_path))
+    job.experiment_dir.mkdir(parents=True)
+    study = optuna.create_study(study_name="x", storage=_study(job))
+    trial = study.ask()
+    trial.set_user_attr(TRIAL_ID_ATTR, "abc123")
+    study.tell(trial, 1.05)  # ASHA stopped it: Optuna holds its last value, no folds exist
+    table = results_table(job)
+    assert table.loc[0, "status"] == "STOPPED" and table.loc[0, "val_nrmse"] == 1.05
+    assert table.loc[0, "oof_nrmse"] is None
+    assert table.loc[0, "trial_dir"] == str(job.experiment_dir / "folds" / "abc123")
 
 
 def test_resume_refuses_a_changed_experiment(prepared_store, tmp_path):
