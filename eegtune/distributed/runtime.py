@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 # Ray Train's controller takes at most one report per worker per poll, and polls every
 # 2 s by default: a fold reporting 0.2 s epochs would wait ~1.8 s at every report. A
@@ -13,6 +15,34 @@ TRAIN_POLL_S = "0.25"
 
 def _runtime_env() -> dict:
     return {"env_vars": {TRAIN_POLL_ENV: os.environ.get(TRAIN_POLL_ENV, TRAIN_POLL_S)}}
+
+
+# On Linux Ray turns a node address of 127.0.0.1 into the machine's outward address and
+# listens on every interface. Its one switch for a loopback-only node is this variable
+# (named for the platforms where it is the default), read when Ray computes the address.
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """While a local Ray starts: its GCS, raylet and workers take 127.0.0.1 only.
+
+    Scoped to the start, so a multi-node ``ray.cluster_utils.Cluster`` started later in
+    the same process (the tests do) still gets routable addresses.
+    """
+    from ray._private import ray_constants
+
+    saved_env, saved_flag = os.environ.get(LOOPBACK_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_ENV] = "0"  # inherited by the processes ray.init spawns
+    ray_constants.ENABLE_RAY_CLUSTER = False  # this process read the variable at import
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(LOOPBACK_ENV, None)
+        else:
+            os.environ[LOOPBACK_ENV] = saved_env
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -29,12 +59,13 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     # address="local" always starts a fresh instance, even if another Ray on this machine
     # (a user's `ray start`, another run) left its address where ray.init would find it.
-    ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        _node_ip_address="127.0.0.1",
-        log_to_driver=False,
-        runtime_env=_runtime_env(),
-    )
+    with _loopback_only():
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+            runtime_env=_runtime_env(),
+        )

@@ -155,7 +155,9 @@ def test_bad_options_are_refused():
 @pytest.mark.ray
 def test_ray_data_reads_the_store(prepared_store):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    from eegtune.distributed.runtime import start_ray
+
+    start_ray(num_cpus=1)
     try:
         ds = ray.data.read_parquet(str(prepared_store / "challenge1"))
         batch = next(iter(ds.iter_batches(batch_size=8, batch_format="numpy")))
