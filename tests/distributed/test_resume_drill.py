@@ -52,6 +52,9 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(prepared_s
         "--num-cpus",
         "2",
         "--quiet",
+        # No ASHA: every trial must write its predictions for the last check below.
+        "--scheduler",
+        "fifo",
     ]
     job = TuneJob(
         store="", challenge=1, space="", n_trials=3, n_folds=2, name="drill", storage_path=str(runs)
