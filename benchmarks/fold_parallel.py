@@ -11,15 +11,13 @@ Ray Data materialisation included; the sequential side is ``train_func`` called 
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
+from _synthetic_store import synthetic_ccd_store
 
-from eegtune.data.prepare import PrepareOptions, prepare
-from eegtune.data.synthetic import SynthOptions, synthesize
 from eegtune.distributed.resources import plan_resources
 from eegtune.distributed.runtime import start_ray
 from eegtune.distributed.train import run_folds
@@ -41,14 +39,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--model", default="softargmax_tcn")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="eegtune-foldpar-"))
-    synthesize(
-        SynthOptions(
-            out=work / "bids", n_subjects=args.subjects, tasks=("contrastChangeDetection",)
-        ),
-        progress=False,
-    )
-    prepare([work / "bids"], work / "store", PrepareOptions())
+    work = synthetic_ccd_store(args.subjects, prefix="eegtune-foldpar-")
     # No early stopping, so both sides do exactly the same epochs.
     hp = TrainConfig(model=args.model, max_epochs=args.epochs, patience=args.epochs)
     job = FoldJob(store=str(work / "store"), challenge=1, out_dir="", n_folds=2)

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _synthetic_store import synthetic_ccd_store
 
-from eegtune.data.prepare import PrepareOptions, prepare
-from eegtune.data.synthetic import SynthOptions, synthesize
 from eegtune.training.config import FoldJob, TrainConfig
 from eegtune.training.fold_data import InMemoryFoldSource
 from eegtune.training.train_func import build_model, fold_subjects
@@ -78,14 +77,7 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=24)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="eegtune-pipeline-"))
-    synthesize(
-        SynthOptions(
-            out=work / "bids", n_subjects=args.subjects, tasks=("contrastChangeDetection",)
-        ),
-        progress=False,
-    )
-    prepare([work / "bids"], work / "store", PrepareOptions())
+    work = synthetic_ccd_store(args.subjects, prefix="eegtune-pipeline-")
     store = str(work / "store")
     subjects = fold_subjects(
         FoldJob(store=store, challenge=1, out_dir="", n_folds=5), TrainConfig()

@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _synthetic_store import synthetic_ccd_store
 
-from eegtune.data.prepare import PrepareOptions, prepare
-from eegtune.data.synthetic import SynthOptions, synthesize
 from eegtune.distributed.resources import plan_resources
 from eegtune.distributed.runtime import start_ray
 from eegtune.distributed.tune import TRIAL_ID_ATTR, TuneJob, _study, run_tune
@@ -78,14 +75,7 @@ def main() -> None:
     parser.add_argument("--tpe-seed", type=int, default=0)
     parser.add_argument("--random-seed", type=int, default=1)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="eegtune-searcheff-"))
-    synthesize(
-        SynthOptions(
-            out=work / "bids", n_subjects=args.subjects, tasks=("contrastChangeDetection",)
-        ),
-        progress=False,
-    )
-    prepare([work / "bids"], work / "store", PrepareOptions())
+    work = synthetic_ccd_store(args.subjects, prefix="eegtune-searcheff-")
 
     import ray
 

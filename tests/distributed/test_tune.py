@@ -26,6 +26,20 @@ from eegtune.training.folds import store_subjects
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
+def _job(storage, store="s", n_trials=2, name="x", **settings) -> TuneJob:
+    """A 2-fold softargmax_tcn experiment on Challenge 1 under ``storage``."""
+    return TuneJob(
+        store=store,
+        challenge=1,
+        space="softargmax_tcn",
+        n_trials=n_trials,
+        n_folds=2,
+        name=name,
+        storage_path=str(storage),
+        **settings,
+    )
+
+
 @pytest.fixture
 def local_ray():
     ray = pytest.importorskip("ray")
@@ -35,17 +49,7 @@ def local_ray():
 
 
 def test_small_tune_completes_then_resumes_without_rerunning(prepared_store, tmp_path, local_ray):
-    job = TuneJob(
-        store=str(prepared_store),
-        challenge=1,
-        space="softargmax_tcn",
-        n_trials=1,
-        n_folds=2,
-        name="t",
-        storage_path=str(tmp_path),
-        max_epochs=2,
-        seed=0,
-    )
+    job = _job(tmp_path, store=str(prepared_store), n_trials=1, name="t", max_epochs=2, seed=0)
     plan = plan_resources(2, n_folds=2)
     first = run_tune(job, plan, verbose=0)
     assert len(first) == 1 and first.loc[0, "status"] == "COMPLETE"
@@ -79,15 +83,7 @@ def test_small_tune_completes_then_resumes_without_rerunning(prepared_store, tmp
 
 
 def test_interrupted_trials_are_closed_before_resuming(tmp_path):
-    job = TuneJob(
-        store="s",
-        challenge=1,
-        space="softargmax_tcn",
-        n_trials=2,
-        n_folds=2,
-        name="x",
-        storage_path=str(tmp_path),
-    )
+    job = _job(tmp_path)
     job.experiment_dir.mkdir(parents=True)
     study = optuna.create_study(study_name="x", storage=_study(job))
     study.ask()  # a trial the killed driver never finished
@@ -100,7 +96,7 @@ def test_interrupted_trials_are_closed_before_resuming(tmp_path):
 
 
 def test_trial_stopped_before_its_predictions_is_marked_stopped(tmp_path):
-    job = TuneJob("s", 1, "softargmax_tcn", 1, 2, "x", str(tmp_path))
+    job = _job(tmp_path, n_trials=1)
     job.experiment_dir.mkdir(parents=True)
     study = optuna.create_study(study_name="x", storage=_study(job))
     trial = study.ask()
@@ -113,15 +109,7 @@ def test_trial_stopped_before_its_predictions_is_marked_stopped(tmp_path):
 
 
 def test_resume_refuses_a_changed_experiment(prepared_store, tmp_path):
-    job = TuneJob(
-        store=str(prepared_store),
-        challenge=1,
-        space="softargmax_tcn",
-        n_trials=2,
-        n_folds=2,
-        name="x",
-        storage_path=str(tmp_path),
-    )
+    job = _job(tmp_path, store=str(prepared_store))
     job.experiment_dir.mkdir(parents=True)
     saved = {**job.__dict__, "n_folds": 3, "space_version": 1}
     (job.experiment_dir / "tune_job.json").write_text(json.dumps(saved))
