@@ -210,6 +210,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from eegtune.distributed.resources import ResourceError, plan_resources
     from eegtune.distributed.runtime import start_ray
     from eegtune.distributed.tune import TuneJob, run_tune
+    from eegtune.training.config import parse_overrides
 
     n_trials, max_epochs, n_folds = args.trials, args.max_epochs, args.folds
     if args.smoke_test:
@@ -229,6 +230,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         max_failures=args.max_failures,
         sampler=args.sampler,
         scheduler=args.scheduler,
+        fixed=parse_overrides(args.set or []),
     )
     start_ray(args.address, args.num_cpus)
     try:
@@ -346,6 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
     p.add_argument(
         "--scheduler", choices=("asha", "fifo"), default="asha", help="fifo: no early stopping"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a training setting every trial shares and the space does not search, "
+        "e.g. patience=10",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--top", type=int, default=5, help="rows of the results table to print")

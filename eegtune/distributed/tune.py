@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,11 @@ from eegtune.data.bids import atomic_write_text
 from eegtune.distributed.resources import TRIAL_DRIVER_MEMORY, ResourcePlan
 from eegtune.distributed.train import VAL_METRIC, run_folds
 from eegtune.search_spaces import get_space
+from eegtune.search_spaces.registry import SearchSpace
+from eegtune.training.config import TrainConfig
 
 JOURNAL = "optuna_journal.log"
+DRIVER = "driver.json"  # per trial folder: the process that runs the trial's TorchTrainer
 TRIAL_ID_ATTR = "tune_trial_id"  # Optuna user attribute: the trial's folder under folds/
 SAMPLERS = ("tpe", "random")
 RESUMABLE = ("n_trials", "max_failures")  # what a --resume may change
@@ -50,12 +54,15 @@ class TuneJob:
     sampler: str = "tpe"  # "random": the baseline a search is measured against
     sampler_seed: int | None = None  # None: ``seed``, which also drives folds and training
     scheduler: str = "asha"  # "fifo": every trial runs all its epochs
+    # Training settings every trial shares and the space does not search (``--set``).
+    fixed: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
+        TrainConfig().with_overrides(self.fixed)  # unknown keys or bad values fail here
 
     @property
     def experiment_dir(self) -> Path:
@@ -100,11 +107,19 @@ def _close_interrupted(job: TuneJob) -> None:
 
 def _trainable(job: TuneJob, plan: ResourcePlan):
     def trial(config: dict[str, Any]) -> None:
+        import ray
         from ray import tune
         from ray.tune.integration.ray_train import TuneReportCallback
 
         trial_id = tune.get_context().get_trial_id()
+        out_dir = job.experiment_dir / "folds" / trial_id
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # Which process drives the trial, for the record and the retry drill; a retried
+        # trial overwrites it with its new driver.
+        driver = {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
+        atomic_write_text(out_dir / DRIVER, json.dumps(driver))
         flat = {
+            **job.fixed,
             **config,
             "store": job.store,
             "challenge": job.challenge,
@@ -112,7 +127,7 @@ def _trainable(job: TuneJob, plan: ResourcePlan):
             "split": "kfold",
             "seed": job.seed,
             "max_epochs": job.max_epochs,
-            "out_dir": str(job.experiment_dir / "folds" / trial_id),
+            "out_dir": str(out_dir),
         }
         run_folds(
             flat,
@@ -126,8 +141,37 @@ def _trainable(job: TuneJob, plan: ResourcePlan):
     return trial
 
 
-def run_tune(job: TuneJob, plan: ResourcePlan, resume: bool = False, verbose: int = 1):
-    """Run (or resume) the search; return the results table, best first."""
+def _searched_keys(space: SearchSpace, draws: int = 64) -> set[str]:
+    """The config keys a space sets, from throwaway random draws of its define-by-run
+    function (several, so that conditional parameters show up too)."""
+    import optuna
+
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" lines
+    try:
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        keys: set[str] = set()
+        for _ in range(draws):
+            trial = study.ask()
+            constants = space.define(trial) or {}
+            keys |= set(trial.params) | set(constants)
+    finally:
+        optuna.logging.set_verbosity(level)
+    return keys
+
+
+def run_tune(
+    job: TuneJob,
+    plan: ResourcePlan,
+    resume: bool = False,
+    verbose: int = 1,
+    points_to_evaluate: list[dict[str, Any]] | None = None,
+):
+    """Run (or resume) the search; return the results table, best first.
+
+    ``points_to_evaluate``: configurations (all or some of the space's parameters) that
+    the first trials run before the sampler takes over, e.g. known-good settings.
+    """
     import optuna
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
@@ -136,6 +180,13 @@ def run_tune(job: TuneJob, plan: ResourcePlan, resume: bool = False, verbose: in
     space = get_space(job.space)
     if not space.supports(job.challenge):
         raise ValueError(f"space {space.name!r} is for challenge(s) {space.challenges}")
+    # The experiment's own settings come from its flags, not from --set.
+    clash = sorted(set(job.fixed) & (_searched_keys(space) | {"seed", "max_epochs"}))
+    if clash:
+        raise ValueError(
+            f"cannot fix {clash}: space {space.name!r} searches them, or a flag of its own "
+            f"(--seed, --max-epochs) sets them"
+        )
     job.experiment_dir.mkdir(parents=True, exist_ok=True)
     if (job.experiment_dir / JOURNAL).exists() and not resume:
         raise FileExistsError(
@@ -146,7 +197,11 @@ def run_tune(job: TuneJob, plan: ResourcePlan, resume: bool = False, verbose: in
     saved_path = job.experiment_dir / "tune_job.json"
     if resume and saved_path.exists():
         # Settings added since the experiment was saved count as their defaults.
-        defaults = {f.name: f.default for f in dataclasses.fields(TuneJob)}
+        defaults = {
+            f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+            for f in dataclasses.fields(TuneJob)
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        }
         saved = {**defaults, **json.loads(saved_path.read_text())}
         changed = [k for k in record if k not in RESUMABLE and saved.get(k) != record[k]]
         if changed:
@@ -172,6 +227,7 @@ def run_tune(job: TuneJob, plan: ResourcePlan, resume: bool = False, verbose: in
             sampler=sampler,
             study_name=job.name,
             storage=_study(job),
+            points_to_evaluate=points_to_evaluate,
         )
         tuner = tune.Tuner(
             tune.with_resources(_trainable(job, plan), {"CPU": 0, "memory": TRIAL_DRIVER_MEMORY}),

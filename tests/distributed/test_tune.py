@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from eegtune.distributed.resources import plan_resources
-from eegtune.distributed.runtime import start_ray
 from eegtune.distributed.tune import (
     JOURNAL,
     TRIAL_ID_ATTR,
@@ -40,14 +39,7 @@ def _job(storage, store="s", n_trials=2, name="x", **settings) -> TuneJob:
     )
 
 
-@pytest.fixture
-def local_ray():
-    ray = pytest.importorskip("ray")
-    start_ray(num_cpus=2)
-    yield ray
-    ray.shutdown()
-
-
+@pytest.mark.timeout(360)
 def test_small_tune_completes_then_resumes_without_rerunning(prepared_store, tmp_path, local_ray):
     job = _job(tmp_path, store=str(prepared_store), n_trials=1, name="t", max_epochs=2, seed=0)
     plan = plan_resources(2, n_folds=2)
@@ -80,6 +72,41 @@ def test_small_tune_completes_then_resumes_without_rerunning(prepared_store, tmp
         assert set(oof["subject"]) == subjects
         assert oof.groupby("subject")["fold"].nunique().eq(1).all()
         assert sorted(oof["fold"].unique()) == [0, 1]
+
+
+def _epochs_reported(job: TuneJob) -> dict[float, float]:
+    """Each Tune trial's last reported epoch, by its learning rate, from Tune's own log of
+    every result it received (one JSON line per report in each trial's result.json)."""
+    last = {}
+    for log in (job.experiment_dir / "ray" / "tune_0").glob("*/result.json"):
+        results = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        last[float(results[0]["config"]["lr"])] = max(float(r["epoch"]) for r in results)
+    return last
+
+
+@pytest.mark.timeout(360)
+@pytest.mark.filterwarnings("ignore:Fixed parameter lr with value 30.0 is out of range")
+def test_asha_stops_a_trial_that_cannot_learn(prepared_store, tmp_path, local_ray):
+    job = _job(
+        tmp_path, store=str(prepared_store), name="asha", max_epochs=4, grace_period=1, seed=0
+    )
+    good = {"lr": 3e-3, "model.loss": "mse", "model.n_filters": 16, "model.n_blocks": 2}
+    # A step size of 30 throws the soft-argmax to the window's edges: it cannot learn.
+    bad = {**good, "lr": 30.0}
+    table = run_tune(job, plan_resources(2, n_folds=2), verbose=0, points_to_evaluate=[good, bad])
+    rows = table.set_index("lr")
+    assert rows.loc[good["lr"], "status"] == "COMPLETE"
+    assert np.isfinite(rows.loc[good["lr"], "oof_nrmse"])
+    # The second trial met the first one's result at the first rung (grace 1) and lost.
+    assert rows.loc[bad["lr"], "val_nrmse"] > rows.loc[good["lr"], "val_nrmse"]
+    assert rows.loc[bad["lr"], "status"] == "STOPPED"
+    assert pd.isna(rows.loc[bad["lr"], "oof_nrmse"])
+    assert not list(Path(rows.loc[bad["lr"], "trial_dir"]).glob("fold*/oof.parquet"))
+    # Tune's own record: the good trial reported through its final report (max_epochs + 1),
+    # the bad one stopped well before its last epoch.
+    epochs = _epochs_reported(job)
+    assert epochs[good["lr"]] == job.max_epochs + 1
+    assert epochs[bad["lr"]] < job.max_epochs
 
 
 def test_interrupted_trials_are_closed_before_resuming(tmp_path):
