@@ -107,12 +107,159 @@ def test_source_must_be_attached_before_training():
         dp._combine_gradients()
 
 
+def _tail_source(n_windows: int) -> FoldSource:
+    """Windows whose target is their own index, so every batch says which windows it holds."""
+    meta = pd.DataFrame(
+        {
+            "subject": ["s0"] * n_windows,
+            "window_index": np.arange(n_windows),
+            "target": np.arange(n_windows, dtype=np.float32),
+        }
+    )
+    ws = WindowSet(np.zeros((n_windows, 2, 3), dtype=np.float32), meta)
+    return FoldSource(1, FoldSubjects(fit=(), inner_val=(), test=()), fit=ws, inner_val=ws)
+
+
+def _expected_slices(n: int, batch: int, w: int, seed: int) -> list[list[list[int]]]:
+    """Per replica, the window ids of each batch it should train on, from the rng alone:
+    batches of ``batch`` in permutation order, each sorted and cut into w contiguous
+    slices with the first ``len % w`` one longer; a batch of fewer than w windows is
+    dropped, since some replica would get nothing."""
+    order = np.random.default_rng(seed).permutation(n)
+    out: list[list[list[int]]] = [[] for _ in range(w)]
+    for start in range(0, n, batch):
+        ids = sorted(int(i) for i in order[start : start + batch])
+        if len(ids) < w:
+            continue
+        pos = 0
+        for r in range(w):
+            size = len(ids) // w + (1 if r < len(ids) % w else 0)
+            out[r].append(ids[pos : pos + size])
+            pos += size
+    return out
+
+
+@pytest.mark.parametrize(
+    ("n_windows", "w", "tail"),
+    [
+        (41, 2, 1),  # 5 batches of 8 + a tail of 1 < W: dropped on both replicas
+        (42, 2, 2),  # a tail of exactly W: one window each, kept
+        (45, 2, 5),  # an uneven tail of 5 >= W: kept, split 3 + 2
+        (42, 3, 2),  # a tail of 2 < W = 3: dropped on all three replicas
+        (43, 3, 3),  # a tail of exactly W = 3: kept
+    ],
+)
+def test_a_last_batch_smaller_than_w_is_dropped_on_every_replica(
+    n_windows: int, w: int, tail: int
+) -> None:
+    assert n_windows % BATCH == tail
+    seed = 5
+    expected = _expected_slices(n_windows, BATCH, w, seed)
+    n_full = n_windows // BATCH
+    seen: list[list[list[int]]] = []
+    shares: list[list[float]] = []
+    for replica in range(w):
+        dp = DataParallelFoldSource(
+            _tail_source(n_windows), group=None, replica=replica, n_replicas=w, leader_rank=0
+        )
+        synced: list[bool] = []
+        dp._sync_from_leader = lambda synced=synced: synced.append(True)  # no process group
+        batches, share = [], []
+        for x, y in dp.train_batches(BATCH, np.random.default_rng(seed)):
+            assert len(x) == len(y) >= 1
+            batches.append(y.astype(int).tolist())
+            share.append(dp._share)  # the weight its gradient gets when slices are summed
+        assert synced == [True]  # the end-of-epoch sync still runs after a dropped tail
+        seen.append(batches)
+        shares.append(share)
+    assert seen == expected
+    for k in range(len(expected[0])):
+        whole = sum(len(expected[r][k]) for r in range(w))
+        assert [shares[r][k] for r in range(w)] == pytest.approx(
+            [len(expected[r][k]) / whole for r in range(w)]
+        )
+    kept_tail = tail >= w
+    # Every replica steps the same number of times: the tail is kept or dropped everywhere.
+    assert [len(b) for b in seen] == [n_full + kept_tail] * w
+    covered = sorted(i for batches in seen for b in batches for i in b)
+    last = np.random.default_rng(seed).permutation(n_windows)[n_full * BATCH :]
+    if kept_tail:
+        assert covered == list(range(n_windows))
+    else:
+        assert sorted(set(range(n_windows)) - set(covered)) == sorted(last.tolist())
+        assert len(covered) == n_windows - tail
+
+
+def _gather_and_check(rank: int, init_file: str, out: dict) -> None:
+    import torch.distributed as dist
+
+    from eegtune.distributed.fold_reporter import _check_replicas_agree
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    base = {"epoch": 3, "inner_val_rmse": 0.25, "stopped": False}
+    # Per case, what each rank reports: the two ranks are the replicas of one fold.
+    cases = {
+        # Wall time and a slice's training loss differ between replicas by design.
+        "agree": {**base, "epoch_seconds": 1.0 + rank, "train_loss": 0.5 + rank},
+        "rmse": {**base, "inner_val_rmse": 0.25 if rank == 0 else float(np.nextafter(0.25, 1))},
+        "epoch": {**base, "epoch": 3 + rank},
+        "stopped": {**base, "stopped": rank == 1},
+    }
+    results: dict[str, str | None] = {}
+    try:
+        for case, metrics in cases.items():
+            gathered: list[object] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, metrics)
+            try:
+                _check_replicas_agree(gathered, workers_per_fold=2)
+                results[case] = None
+            except RuntimeError as exc:
+                results[case] = str(exc)
+        out[rank] = results
+    finally:
+        dist.destroy_process_group()
+
+
+# Two spawned interpreters each import torch, pandas and pyarrow: tens of seconds on a
+# loaded 2-core machine.
+@pytest.mark.timeout(300)
+def test_replicas_that_disagree_fail_together_through_a_real_gather(tmp_path):
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_gather_and_check, args=(str(tmp_path / "pg"), out), nprocs=2, join=True)
+        results = dict(out)
+    assert sorted(results) == [0, 1]
+    for rank in (0, 1):
+        assert results[rank]["agree"] is None
+        for case in ("rmse", "epoch", "stopped"):
+            message = results[rank][case]
+            assert message is not None, f"rank {rank} accepted disagreeing replicas ({case})"
+            assert "fold 0" in message and "disagree" in message
+    # Both ranks saw the same gathered list, so they raise the same error together.
+    assert results[0] == results[1]
+
+
+def test_disagreement_names_the_fold_it_happened_in():
+    from eegtune.distributed.fold_reporter import _check_replicas_agree
+
+    ok = {"epoch": 1, "inner_val_rmse": 0.5, "stopped": False}
+    # Two folds of two replicas (ranks 0-1 fold 0, ranks 2-3 fold 1); only fold 1 differs.
+    gathered = [ok, dict(ok), ok, {**ok, "inner_val_rmse": 0.75}]
+    with pytest.raises(RuntimeError, match=r"fold 1 disagree"):
+        _check_replicas_agree(gathered, workers_per_fold=2)
+    # The same list read as four single-replica folds has nothing to compare.
+    _check_replicas_agree(gathered, workers_per_fold=1)
+    _check_replicas_agree([ok, dict(ok), ok, dict(ok)], workers_per_fold=2)
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 def test_two_folds_of_two_replicas_each_on_ray(prepared_store, tmp_path):
     import json
 
-    ray = pytest.importorskip("ray")
+    import ray
+
     from eegtune.distributed.resources import plan_resources
     from eegtune.distributed.runtime import start_ray
     from eegtune.distributed.train import run_folds

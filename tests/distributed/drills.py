@@ -1,0 +1,77 @@
+"""What the fault drills share: the `eegtune tune` command they run and interrupt, and
+how they read which epochs Ray Train has registered a checkpoint for."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import optuna
+
+from eegtune.distributed.tune import JOURNAL, TuneJob, _study
+
+SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of registered checkpoints
+T = TypeVar("T")
+
+
+def tune_command(store: Path, runs: Path, name: str, *options: str) -> list[str]:
+    """`eegtune tune` on Challenge 1, 2 folds, a local 2-CPU Ray, no early stopping (each
+    drill checks the outputs of every trial, so ASHA must not end one early)."""
+    return [
+        sys.executable, "-m", "eegtune.cli", "tune",
+        "--store", str(store), "--challenge", "1", "--space", "softargmax_tcn",
+        "--folds", "2", "--name", name, "--storage-path", str(runs), "--num-cpus", "2",
+        "--quiet", "--scheduler", "fifo", *options,
+    ]  # fmt: skip
+
+
+def start(args: list[str], log: Path) -> subprocess.Popen:
+    """Run the command with its output in a file: a pipe nobody reads would fill and stall it."""
+    return subprocess.Popen(args, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(
+    found: Callable[[], T | None], proc: subprocess.Popen, log: Path, seconds: float, what: str
+) -> T:
+    """Poll ``found`` until it returns something; fail clearly if the run ends or stalls."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result = found()
+        if result is not None:
+            return result
+        assert proc.poll() is None, f"the run ended before {what}:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"no {what} within {seconds} s:\n{log.read_text()}"
+        time.sleep(0.1)
+
+
+def registered_epochs(runs: Path, name: str, trial_id: str) -> list[int]:
+    """The pooled epochs for which Ray Train has registered a checkpoint of this trial."""
+    snapshot = runs / name / "train" / f"train_{trial_id}" / SNAPSHOT
+    if not snapshot.exists():
+        return []
+    try:
+        registered = json.loads(snapshot.read_text())["checkpoint_results"]
+    except json.JSONDecodeError:  # caught mid-write
+        return []
+    return [int(r["metrics"]["epoch"]) for r in registered]
+
+
+def trials(runs: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+    """The experiment's Optuna trials so far, from its journal (none before it exists)."""
+    if not (runs / name / JOURNAL).exists():
+        return []
+    job = TuneJob(store="", challenge=1, space="", n_trials=1, n_folds=2, name=name,
+                  storage_path=str(runs))  # fmt: skip
+    try:
+        return optuna.load_study(study_name=name, storage=_study(job)).trials
+    except KeyError:
+        return []
+
+
+def trial_states(runs: Path, name: str) -> list[optuna.trial.TrialState]:
+    return [t.state for t in trials(runs, name)]

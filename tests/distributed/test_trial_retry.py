@@ -1,0 +1,64 @@
+"""The retry drill: kill a trial's driver (not a worker); Ray Tune runs the trial again,
+and it resumes from the checkpoint Ray Train stored, not from its first epoch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from eegtune.distributed.tune import DRIVER
+from eegtune.training.folds import store_subjects
+from tests.distributed.drills import registered_epochs, start, trial_states, tune_command, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+MAX_EPOCHS = 30  # with patience above it, the trial is still training when its driver dies
+
+
+def _checkpointed_driver(runs: Path) -> tuple[Path, dict, int] | None:
+    for trial_dir in sorted((runs / "retry" / "folds").glob("*")):
+        epochs = registered_epochs(runs, "retry", trial_dir.name)
+        if (trial_dir / DRIVER).exists() and epochs:
+            return trial_dir, json.loads((trial_dir / DRIVER).read_text()), epochs[-1]
+    return None
+
+
+@pytest.mark.timeout(600)
+def test_trial_whose_driver_dies_is_retried_from_its_checkpoint(prepared_store, tmp_path):
+    runs, log = tmp_path / "runs", tmp_path / "tune.log"
+    options = ("--trials", "1", "--max-epochs", str(MAX_EPOCHS), "--set", "patience=1000",
+               "--max-failures", "1")  # fmt: skip
+    proc = start(tune_command(prepared_store, runs, "retry", *options), log)
+    try:
+        trial_dir, driver, epoch = wait_for(
+            lambda: _checkpointed_driver(runs), proc, log, 300, "registered checkpoint"
+        )
+        assert epoch < MAX_EPOCHS
+        workers = [
+            json.loads((trial_dir / f"fold{k}" / "placement_0.json").read_text()) for k in (0, 1)
+        ]
+        os.kill(driver["pid"], signal.SIGKILL)  # the process running the trial's TorchTrainer
+        assert proc.wait(timeout=480) == 0, log.read_text()
+    finally:
+        proc.kill()
+    assert trial_states(runs, "retry") == [optuna.trial.TrialState.COMPLETE]
+
+    # A new driver ran the trial again, with new fold workers...
+    assert json.loads((trial_dir / DRIVER).read_text())["pid"] != driver["pid"]
+    for k in (0, 1):
+        now = json.loads((trial_dir / f"fold{k}" / "placement_0.json").read_text())
+        assert now["pid"] != workers[k]["pid"]
+        # ...which resumed every fold at (or after) the checkpoint registered before the
+        # kill, and trained its remaining epochs.
+        metrics = json.loads((trial_dir / f"fold{k}" / "metrics.json").read_text())
+        assert epoch <= metrics["resumed_at_epoch"] < MAX_EPOCHS, metrics
+    oof = pd.concat(pd.read_parquet(f) for f in sorted(trial_dir.glob("fold*/oof.parquet")))
+    per_subject = oof.groupby("subject")["fold"].nunique()
+    assert set(per_subject.index) == set(store_subjects(prepared_store, 1)["subject"])
+    assert (per_subject == 1).all()
