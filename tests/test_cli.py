@@ -39,3 +39,70 @@ def test_bad_synth_option_is_a_clear_error(tmp_path, capsys):
     assert "invalid choice" in capsys.readouterr().err
     assert main(["synth", "--out", str(tmp_path), "--subjects", "0", "--quiet"]) == 2
     assert "--subjects must be at least 1" in capsys.readouterr().err
+
+
+def _suggested_params(space_name: str, n_trials: int = 64) -> dict[str, object]:
+    """Every parameter the space's own define function suggests, asked of Optuna directly
+    (random trials, so conditional parameters show up too), with its distribution."""
+    import optuna
+
+    from eegtune.search_spaces import get_space
+
+    define = get_space(space_name).define
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    params: dict[str, object] = {}
+    for _ in range(n_trials):
+        trial = study.ask()
+        define(trial)
+        params.update(trial.distributions)
+        study.tell(trial, 0.0)
+    return params
+
+
+def test_spaces_lists_every_registered_space(capsys):
+    from eegtune.search_spaces import list_spaces
+
+    assert main(["spaces"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    spaces = list_spaces()
+    assert len(spaces) >= 4 and len(lines) == len(spaces)
+    for space, line in zip(spaces, lines, strict=True):
+        # One line per space: its versioned label, the challenges it serves, what it is.
+        assert line.split()[0] == f"{space.name}/v{space.version}"
+        assert line.split()[1] == "C" + ",".join(str(c) for c in space.challenges)
+        assert space.description in line
+    names = [line.split("/")[0] for line in lines]
+    assert {"sparse_attention", "softargmax_tcn", "eegnex_recipe", "zoo"} <= set(names)
+    # softargmax_tcn predicts a response time: it serves Challenge 1 only.
+    assert next(line for line in lines if line.startswith("softargmax_tcn/")).split()[1] == "C1"
+
+
+def test_spaces_show_lists_the_parameters_of_one_space(capsys):
+    assert main(["spaces", "--show", "sparse_attention"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("sparse_attention/v1 (challenges 1, 2)")
+    # name -> rest of the line, for the indented parameter rows.
+    rows = {
+        line.split()[0]: line.split(maxsplit=1)[1] for line in lines[1:] if line.startswith("  ")
+    }
+    expected = _suggested_params("sparse_attention")
+    assert {"model.head_ratio", "lr", "model.pattern"} <= set(expected)
+    assert set(expected) <= set(rows), set(expected) - set(rows)
+    lr, ratio = expected["lr"], expected["model.head_ratio"]
+    assert rows["lr"] == f"float [{lr.low:g}, {lr.high:g}] log"
+    assert rows["model.head_ratio"].startswith(f"float [{ratio.low:g}, {ratio.high:g}]")
+    pattern = expected["model.pattern"]
+    assert rows["model.pattern"] == f"categorical [{', '.join(map(str, pattern.choices))}]"
+    assert rows["model"] == "constant sparse_attention"
+    assert lines[-1].startswith("example (seed 0): {")
+
+
+def test_spaces_show_an_unknown_name_is_a_clear_error(capsys):
+    assert main(["spaces", "--show", "no_such_space"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    err = captured.err.strip()
+    assert err.startswith("eegtune spaces: error: unknown search space 'no_such_space'")
+    assert "sparse_attention" in err and "Traceback" not in err

@@ -1,14 +1,17 @@
+import hashlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from eegtune.data.bids import discover_recordings
 from eegtune.data.prepare import PrepareOptions, prepare
-from eegtune.data.signal import read_signal
+from eegtune.data.signal import CHANNELS, read_signal
 from eegtune.data.store import load_manifest, read_windows
 from eegtune.data.trials import scored_trials
 from eegtune.data.tsv import read_events
@@ -58,19 +61,52 @@ def test_manifest_channel_stats_match_the_windows(prepared_store):
     assert all({"path", "bytes", "mtime_ns"} <= set(s) for s in manifest["source_files"])
 
 
-def test_pandas_reads_the_store_without_eegtune(prepared_store):
+def _signal_via_mne(path: Path) -> np.ndarray:
+    """The recording as (129, n_times) float32 µV, read with MNE alone (no eegtune reader)."""
+    import mne
+
+    raw = mne.io.read_raw_bdf(path, preload=True, verbose="error")
+    order = [raw.ch_names.index(name) for name in CHANNELS]
+    return (raw.get_data()[order] * 1e6).astype(np.float32)
+
+
+def test_pandas_reads_the_store_without_eegtune(prepared_store, synthetic_bids, tmp_path):
+    bids, _ = synthetic_bids
+    # The child reads the store with pandas + numpy only, exactly as the README shows, and
+    # hands back a few whole windows (first, middle, last rows) with their identities.
     code = (
         "import sys, json, numpy as np, pandas as pd\n"
         "sys.modules['eegtune'] = None  # make any eegtune import fail\n"
         f"df = pd.read_parquet({str(prepared_store / 'challenge1')!r})\n"
         "x = np.stack(df['eeg'].to_numpy()).reshape(len(df), 129, 200)\n"
-        "print(json.dumps([len(df), float(df['target'].mean()), float(x[0, 0, 0])]))\n"
+        "rows = sorted({0, len(df) // 3, 2 * len(df) // 3, len(df) - 1})\n"
+        f"np.save({str(tmp_path / 'windows.npy')!r}, x[rows])\n"
+        "ids = df.iloc[rows][['recording', 'window_start']]\n"
+        "print(json.dumps([len(df), float(df['target'].mean()), ids.values.tolist()]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    n, mean_rt, first = json.loads(out.stdout)
-    eeg, meta = read_windows(prepared_store, 1)
+    n, mean_rt, ids = json.loads(out.stdout)
+    windows = np.load(tmp_path / "windows.npy")
+    _, meta = read_windows(prepared_store, 1)
     assert n == len(meta) and mean_rt == pytest.approx(float(meta["target"].mean()), abs=1e-5)
-    assert first in set(eeg[:, 0, 0].tolist())
+    assert len(ids) == len(windows) >= 3 and len({rec for rec, _ in ids}) >= 2
+
+    for window, (recording, window_start) in zip(windows, ids, strict=True):
+        signal = _signal_via_mne(next(bids.rglob(recording)))
+        start = int(round(window_start * 100))
+        truth = signal[:, start : start + 200]
+        # The whole (channel, time) window, against the recording read independently at
+        # its own sample offset: a window stored as (time, channel), or flattened in
+        # Fortran order, would put other samples at almost every position.
+        np.testing.assert_allclose(window, truth, rtol=1e-6, atol=1e-4)
+        # Spot checks off the diagonal, where a transposed layout differs most visibly.
+        for c, t in ((0, 199), (128, 0), (5, 17), (77, 150)):
+            assert window[c, t] == pytest.approx(float(truth[c, t]), rel=1e-6, abs=1e-4)
+        # The windows are rich enough for the check to bite: read as if the store had been
+        # written transposed or in Fortran order, they would not match.
+        transposed = np.ascontiguousarray(truth.T).reshape(129, 200)
+        fortran = truth.reshape(-1, order="F").reshape(129, 200)
+        assert not np.allclose(transposed, truth) and not np.allclose(fortran, truth)
 
 
 def test_rerun_reuses_everything_and_redoes_a_changed_subject(small_bids, tmp_path):
@@ -90,6 +126,58 @@ def test_rerun_reuses_everything_and_redoes_a_changed_subject(small_bids, tmp_pa
     third = prepare([small_bids], store, PrepareOptions())
     assert third.reused == 1
     assert third.windows["1"] == first.windows["1"] - 1
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns
+
+
+def test_rerun_redoes_a_subject_whose_output_no_longer_matches_its_checksum(small_bids, tmp_path):
+    store = tmp_path / "store"
+    first = prepare([small_bids], store, PrepareOptions())
+    assert (first.units, first.reused) == (2, 0)
+    files = load_manifest(store)["files"]
+    by_subject: dict[str, list[dict]] = {}
+    for f in files:
+        by_subject.setdefault(f["subject"], []).append(f)
+    assert len(by_subject) == 2
+    victim, bystander = sorted(by_subject)
+    damaged = next(store / f["path"] for f in by_subject[victim] if f["challenge"] == 1)
+    good_eeg, good_meta = read_windows(store, 1, subjects=[victim])
+    # A rewrite goes through a temporary file and a rename: a new inode and a new mtime.
+    untouched = {f["path"]: _identity(store / f["path"]) for f in by_subject[bystander]}
+
+    # Flip bytes in the middle of the file, keeping its size: only the checksum can tell.
+    data = bytearray(damaged.read_bytes())
+    size = len(data)
+    middle = size // 2
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+    damaged.write_bytes(bytes(data))
+    assert damaged.stat().st_size == size
+    manifest_sha = {f["path"]: f["sha256"] for f in files}
+    assert _sha256(damaged) != manifest_sha[str(damaged.relative_to(store))]
+
+    again = prepare([small_bids], store, PrepareOptions())
+    # units counts every subject planned; reused those skipped: exactly one was redone.
+    assert (again.units, again.reused) == (2, 1)
+    assert again.windows == first.windows
+    # The bystander's files were not rewritten...
+    assert untouched and all(_identity(store / p) == ident for p, ident in untouched.items())
+    # ...and the victim's file is whole again: it matches its (new) manifest checksum,
+    # computed here from the bytes on disk, and holds the windows it held before.
+    after = {f["path"]: f for f in load_manifest(store)["files"]}
+    rel = str(damaged.relative_to(store))
+    assert _sha256(damaged) == after[rel]["sha256"] == manifest_sha[rel]
+    assert after[rel]["bytes"] == damaged.stat().st_size == size
+    eeg, meta = read_windows(store, 1, subjects=[victim])
+    np.testing.assert_array_equal(eeg, good_eeg)
+    pd.testing.assert_frame_equal(meta, good_meta)
+    assert all(_sha256(store / p) == f["sha256"] for p, f in after.items())
 
 
 def test_changed_options_redo_the_store(small_bids, tmp_path):
@@ -154,7 +242,8 @@ def test_bad_options_are_refused():
 
 @pytest.mark.ray
 def test_ray_data_reads_the_store(prepared_store):
-    ray = pytest.importorskip("ray")
+    import ray
+
     from eegtune.distributed.runtime import start_ray
 
     start_ray(num_cpus=1)

@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 def test_folds_of_one_trial_run_on_both_nodes(prepared_store, tmp_path):
-    ray = pytest.importorskip("ray")
+    import ray
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(

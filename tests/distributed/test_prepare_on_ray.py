@@ -8,7 +8,8 @@ pytestmark = pytest.mark.ray
 
 
 def test_prepare_as_ray_tasks_writes_the_same_store(small_bids, tmp_path):
-    ray = pytest.importorskip("ray")
+    import ray
+
     prepare([small_bids], tmp_path / "local", PrepareOptions())
     start_ray(num_cpus=2)
     try:

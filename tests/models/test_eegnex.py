@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from eegtune.models import create_model
+from eegtune.models.eegnex import MaxNormConv2d, MaxNormLinear
+
+from .conftest import SMALL_SHAPE, TINY, bump_windows
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 
@@ -81,29 +85,84 @@ def test_intermediate_shapes(raw_windows) -> None:
     assert h5.shape == (2, 48)
 
 
-def test_max_norm_is_applied_without_mutating_weights(raw_windows) -> None:
+def _effective_weight(layer: nn.Module) -> torch.Tensor:
+    """The weight ``layer``'s own forward uses, read off its response to unit inputs.
+
+    Both constrained layers are linear in their input, so feeding basis vectors through
+    the real forward (whatever it does to the stored weight) recovers the weight applied.
+    """
+    with torch.no_grad():
+        if isinstance(layer, MaxNormLinear):
+            basis = torch.eye(layer.in_features)
+            out = layer(basis) - layer(torch.zeros(1, layer.in_features))
+            return out.T  # (out_features, in_features), like layer.weight
+        assert isinstance(layer, MaxNormConv2d) and layer.bias is None
+        # Depthwise (n_chans, 1) kernels: unit impulse on channel c in every input group.
+        n_in, n_chans = layer.in_channels, layer.kernel_size[0]
+        basis = torch.eye(n_chans)[:, None, :, None].expand(n_chans, n_in, n_chans, 1)
+        out = layer(basis.contiguous())  # (n_chans, out_channels, 1, 1)
+        return out[:, :, 0, 0].T[:, None, :, None]  # (out_channels, 1, n_chans, 1)
+
+
+def test_max_norm_holds_in_the_forward_pass_after_a_training_step() -> None:
     torch.manual_seed(0)
-    model = create_model("eegnex").eval()
+    model = create_model("eegnex", **TINY["eegnex"], **SMALL_SHAPE)
+    constrained = {"block_3.0": (model.block_3[0], 1.0), "final_layer": (model.final_layer, 0.25)}
+    assert [type(m) for m, _ in constrained.values()] == [MaxNormConv2d, MaxNormLinear]
+    x, y = bump_windows(16, n_chans=9, n_times=100)
+
+    # One real optimiser step, large enough that the stored weights grow past the limits:
+    # Adam's first step moves every weight by about lr, whatever the gradient's size.
+    before = {name: m.weight.detach().clone() for name, (m, _) in constrained.items()}
+    opt = torch.optim.AdamW(model.parameters(), lr=1.0, weight_decay=0.0)
+    model.train()
+    F.mse_loss(model(x)[:, 0], y).backward()
+    opt.step()
+    stepped = {name: m.weight.detach().clone() for name, (m, _) in constrained.items()}
+
+    # What the layers are fed and give back inside a real forward of the whole model.
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    hooks = [
+        m.register_forward_hook(
+            lambda mod, inp, out, name=name: seen.__setitem__(name, (inp[0], out))
+        )
+        for name, (m, _) in constrained.items()
+    ]
+    model.eval()
     with torch.no_grad():
-        model.block_3[0].weight.mul_(10.0)
-        model.final_layer.weight.mul_(10.0)
-    stored = {k: v.clone() for k, v in model.state_dict().items()}
-    reference = create_model("eegnex").eval()
-    reference.load_state_dict(stored)
-    with torch.no_grad():
-        for layer, bound in ((reference.block_3[0], 1.0), (reference.final_layer, 0.25)):
-            layer.weight.copy_(torch.renorm(layer.weight, 2, 0, bound))
-            assert layer.weight.flatten(1).norm(dim=1).max() <= bound + 1e-5
-    x = raw_windows(2)
-    with torch.inference_mode():
-        out = model(x)
-        torch.testing.assert_close(out, reference(x))
-    # The constraint acts on the fly; the stored (oversized) weights are left alone.
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in stored.items())
-    unconstrained = create_model("eegnex", max_norm_conv=100.0, max_norm_linear=100.0).eval()
-    unconstrained.load_state_dict(stored)
-    with torch.inference_mode():
-        assert not torch.allclose(unconstrained(x), out)
+        model(x)
+    for h in hooks:
+        h.remove()
+
+    for name, (layer, bound) in constrained.items():
+        raw = stepped[name]
+        assert not torch.equal(raw, before[name]), f"{name}: the step did not move it"
+        raw_norms = raw.flatten(1).norm(dim=1)
+        # The constraint binds: without it the forward would use these oversized rows.
+        assert raw_norms.max() > 1.5 * bound, f"{name}: {raw_norms.tolist()}"
+
+        effective = _effective_weight(layer)
+        assert effective.shape == raw.shape
+        eff_norms = effective.flatten(1).norm(dim=1)
+        assert (eff_norms <= bound + 1e-4).all(), f"{name}: {eff_norms.tolist()}"
+        # Max-norm only rescales: rows over the limit are shrunk onto it, same direction;
+        # rows within it are used as stored. Expected rows computed here, not by renorm.
+        scale = torch.where(raw_norms > bound, bound / raw_norms, torch.ones_like(raw_norms))
+        expected = raw * scale.view(-1, *([1] * (raw.dim() - 1)))
+        torch.testing.assert_close(effective, expected, rtol=1e-4, atol=1e-5)
+
+        # The full model's forward went through that same effective weight, not the raw one.
+        inp, out = seen[name]
+        if isinstance(layer, MaxNormLinear):
+            recomputed = inp @ expected.T + layer.bias.detach()
+            with_raw = inp @ raw.T + layer.bias.detach()
+        else:
+            recomputed = F.conv2d(inp, expected, groups=layer.groups)
+            with_raw = F.conv2d(inp, raw, groups=layer.groups)
+        torch.testing.assert_close(out, recomputed, rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(out, with_raw, rtol=1e-3, atol=1e-3)
+        # Applied on the fly: the forward passes left the stored (oversized) weight alone.
+        assert torch.equal(layer.weight.detach(), raw)
 
 
 def test_other_shapes_compute_the_flattened_size() -> None:

@@ -36,7 +36,8 @@ def test_tpe_runs_every_space(space: SearchSpace, grouped: bool) -> None:
 
 
 def test_ray_optuna_search_returns_flat_train_configs() -> None:
-    search = pytest.importorskip("ray.tune.search.optuna")
+    import ray.tune.search.optuna as search
+
     space = get_space("sparse_attention")
     searcher = search.OptunaSearch(space=space.define, metric="loss", mode="min", seed=0)
     for i in range(4):
