@@ -168,12 +168,14 @@ def cmd_cv(args: argparse.Namespace) -> int:
             n_folds=args.folds,
             split=split,
             on_report=on_report,
+            data_mode=args.data_mode,
         )
     except FileNotFoundError as exc:
         print(f"eegtune cv: error: {exc}", file=sys.stderr)
         return 2
     finally:
         bar.close()
+    print(result.data_note)
     print(result.table())
     print(f"out-of-fold predictions and checkpoints in {result.run_dir}")
     return 0
@@ -209,7 +211,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     from eegtune.distributed.resources import ResourceError, plan_resources
     from eegtune.distributed.runtime import start_ray
-    from eegtune.distributed.tune import TuneJob, run_tune
+    from eegtune.distributed.tune import TuneJob, plan_experiment_data, run_tune
     from eegtune.training.config import parse_overrides
 
     n_trials, max_epochs, n_folds = args.trials, args.max_epochs, args.folds
@@ -231,8 +233,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         scheduler=args.scheduler,
         fixed=parse_overrides(args.set or []),
+        data_mode=args.data_mode,
     )
-    start_ray(args.address, args.num_cpus)
+    start_ray(args.address, args.num_cpus, args.object_store_memory)
     try:
         plan = plan_resources(
             ray.cluster_resources().get("CPU", 0),
@@ -240,8 +243,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
             workers_per_fold=args.workers_per_fold,
             cpus_per_worker=args.cpus_per_worker,
         )
+        data, plan = plan_experiment_data(job, plan)
         print(f"resources: {plan.describe()}")
-        table = run_tune(job, plan, resume=args.resume, verbose=0 if args.quiet else 1)
+        print(data.describe())
+        table = run_tune(job, plan, resume=args.resume, verbose=0 if args.quiet else 1, data=data)
     except (ResourceError, FileExistsError, ValueError, NotImplementedError) as exc:
         print(f"eegtune tune: error: {exc}", file=sys.stderr)
         return 2
@@ -261,6 +266,16 @@ def _add_split_args(p: argparse.ArgumentParser) -> None:
     group.add_argument("--folds", type=int, default=5, help="subject-grouped K folds")
     group.add_argument("--by-release", action="store_true", help="leave one release out")
     p.add_argument("--seed", type=int, default=0, help="drives the splits, init and data order")
+
+
+def _add_data_mode_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-mode",
+        choices=("auto", "memory", "stream"),
+        default="auto",
+        help="memory: windows held once in memory; stream: read from the store every "
+        "epoch in bounded memory; auto: memory when it fits (default)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -317,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", metavar="KEY=VALUE", help="e.g. lr=3e-4, model.dropout=0.2"
     )
     p.add_argument("--out", required=True, help="run folder for checkpoints and predictions")
+    _add_data_mode_arg(p)
     p.add_argument("--smoke-test", action="store_true", help="2 epochs per fold")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_cv)
@@ -336,6 +352,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage-path", default="tune_runs", help="shared storage on a cluster")
     p.add_argument("--address", help="a Ray cluster: auto or HOST:PORT (default: local Ray)")
     p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
+    p.add_argument(
+        "--object-store-memory",
+        type=int,
+        metavar="BYTES",
+        help="shared memory for a local Ray's object store (default: Ray's, 30%% of RAM)",
+    )
+    _add_data_mode_arg(p)
     p.add_argument("--workers-per-fold", type=int, default=1)
     p.add_argument("--cpus-per-worker", type=float)
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment")

@@ -55,6 +55,7 @@ class DataParallelFoldSource(FoldSource):
     ):
         super().__init__(base.challenge, base.subjects, fit=base.fit, inner_val=base.inner_val)
         self._base = base
+        self.data_mode = base.data_mode
         self._group = group
         self.replica = replica
         self.n_replicas = n_replicas
@@ -73,7 +74,7 @@ class DataParallelFoldSource(FoldSource):
         self, batch_size: int, rng: np.random.Generator
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         # The same rng on every replica: all draw the same batches and crops.
-        for x, y in super().train_batches(batch_size, rng):
+        for x, y in self._base.train_batches(batch_size, rng):
             if len(y) < self.n_replicas:
                 continue  # a tail batch too small to give every replica a window
             rows = np.array_split(np.arange(len(y)), self.n_replicas)[self.replica]

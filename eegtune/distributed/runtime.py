@@ -45,7 +45,9 @@ def _loopback_only() -> Iterator[None]:
             os.environ[LOOPBACK_ENV] = saved_env
 
 
-def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def start_ray(
+    address: str | None = None, num_cpus: int | None = None, object_store_memory: int | None = None
+) -> None:
     """Join the cluster at ``address``, or start a local Ray bound to 127.0.0.1.
 
     The local Ray keeps its dashboard process (on localhost only): Ray needs it to clean
@@ -63,6 +65,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(
             address="local",
             num_cpus=num_cpus,
+            object_store_memory=object_store_memory,
             include_dashboard=True,
             dashboard_host="127.0.0.1",
             _node_ip_address="127.0.0.1",

@@ -1,11 +1,13 @@
 """Ray Train: the K folds of one configuration trained at the same time.
 
-One ``TorchTrainer`` per trial (a launch costs 15–20 s on 2 cores, so never one per
-fold), with ``workers_per_fold`` workers per fold: worker ``rank`` trains fold
+One ``TorchTrainer`` per trial (a launch costs seconds, so never one per fold), with
+``workers_per_fold`` workers per fold: worker ``rank`` trains fold
 ``rank // workers_per_fold``. Each runs the unchanged ``train_func`` with two things
-swapped in through context: a Ray Data fold source (sliced per replica when a fold is
-data-parallel) and a :class:`FoldParallelReporter`, which pools the folds' epochs into one
-report and checkpoints every fold's training state with it.
+swapped in through context: a fold source (in memory mode the experiment's shared
+windows, :mod:`eegtune.distributed.shared_windows`; in stream mode the fold's files read
+every epoch, :mod:`eegtune.training.fold_stream`; sliced per replica when a fold is
+data-parallel) and a :class:`FoldParallelReporter`, which pools the folds' epochs into
+one report and checkpoints every fold's training state with it.
 
 A lost worker restarts the trial's workers from that checkpoint (Ray Train's
 ``FailureConfig``); a re-run of the same trial (Ray Tune's) restores it from storage.
@@ -19,14 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from eegtune.data.bids import atomic_write_text
-from eegtune.distributed.data import RayDataFoldSource, fold_datasets
 from eegtune.distributed.data_parallel import DataParallelFoldSource, fold_groups
 from eegtune.distributed.fold_reporter import VAL_METRIC, FoldParallelReporter
+from eegtune.distributed.memory_plan import WORKER_BASE_HEAP
 from eegtune.distributed.resources import ResourcePlan
-from eegtune.training.config import FoldJob, TrainConfig
-from eegtune.training.fold_data import using_fold_source
+from eegtune.distributed.shared_windows import SharedFoldSource, SharedWindows, share_windows
+from eegtune.training.config import FoldJob
+from eegtune.training.fold_data import FoldSource, using_fold_source
+from eegtune.training.fold_stream import StreamingFoldSource
 from eegtune.training.reporting import reporting_to
-from eegtune.training.train_func import fold_subjects, train_func
+from eegtune.training.train_func import train_func
+
+SHARED_KEY = "_shared_windows"  # in the workers' loop config only, never in config.json
 
 __all__ = ["VAL_METRIC", "fold_worker", "run_folds"]
 
@@ -37,6 +43,8 @@ def fold_worker(config: dict[str, Any]) -> None:
     import ray.train
     import torch
 
+    config = dict(config)
+    shared: SharedWindows | None = config.pop(SHARED_KEY, None)
     rank = ray.train.get_context().get_world_rank()
     per_fold = int(config["workers_per_fold"])
     fold, replica = divmod(rank, per_fold)
@@ -56,8 +64,12 @@ def fold_worker(config: dict[str, Any]) -> None:
     groups = fold_groups(int(config["n_folds"]), per_fold) if per_fold > 1 else None
     reporter = FoldParallelReporter(int(config["max_epochs"]), fold, per_fold, leader=replica == 0)
 
-    def source(_store, challenge, subjects):
-        whole = RayDataFoldSource(fold, challenge, subjects)
+    def source(store, challenge, subjects) -> FoldSource:
+        whole: FoldSource = (
+            StreamingFoldSource(store, challenge, subjects)
+            if shared is None
+            else SharedFoldSource(shared, challenge, subjects)
+        )
         if groups is None:
             return whole
         return DataParallelFoldSource(whole, groups[fold], replica, per_fold, fold * per_fold)
@@ -74,21 +86,27 @@ def run_folds(
     name: str,
     callbacks: list | None = None,
     max_failures: int = 1,
+    windows: SharedWindows | None = None,
+    data_mode: str = "memory",
+    worker_heap: int = WORKER_BASE_HEAP,
 ):
     """Train every fold of ``config`` in parallel under one TorchTrainer; return its Result.
 
     ``config`` is the flat train_func config without ``fold``; ``out_dir`` in it is where
     the folds' checkpoints and out-of-fold predictions land (shared storage on a cluster).
     ``max_failures``: how often a lost worker may restart the folds from their checkpoint.
+    ``data_mode``: "memory" reads ``windows`` (the experiment's shared copy; shared here
+    for this call alone when not given), "stream" reads the fold's files every epoch.
+    ``worker_heap``: the memory each worker asks Ray for (see ``memory_plan``).
     """
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    job, hp = FoldJob.from_flat(config), TrainConfig.from_flat(config)
-    datasets: dict[str, Any] = {}
-    for fold in range(plan.n_folds):
-        subjects = fold_subjects(FoldJob.from_flat({**job.to_flat(), "fold": fold}), hp)
-        datasets.update(fold_datasets(job.store, job.challenge, fold, subjects))
+    job = FoldJob.from_flat(config)
+    if data_mode not in ("memory", "stream"):
+        raise ValueError(f"data_mode must be memory or stream here, got {data_mode!r}")
+    if data_mode == "memory" and windows is None:
+        windows = share_windows(job.store, job.challenge)
     Path(job.out_dir).mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(job.out_dir) / "config.json", json.dumps(config, indent=1, default=str))
     trainer = TorchTrainer(
@@ -97,15 +115,13 @@ def run_folds(
             **config,
             "workers_per_fold": plan.workers_per_fold,
             "threads": plan.torch_threads,
+            **({SHARED_KEY: windows} if data_mode == "memory" else {}),
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=plan.workers_per_trial,
             use_gpu=False,
-            resources_per_worker={"CPU": plan.cpus_per_worker},
+            resources_per_worker={"CPU": plan.cpus_per_worker, "memory": worker_heap},
         ),
-        datasets=datasets,
-        # Every worker sees its own fold's datasets whole; nothing is split across folds.
-        dataset_config=ray.train.DataConfig(datasets_to_split=[]),
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=storage_path,

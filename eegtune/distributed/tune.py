@@ -24,17 +24,22 @@ from typing import Any
 import pandas as pd
 
 from eegtune.data.bids import atomic_write_text
+from eegtune.distributed.memory_plan import DataPlan, cluster_memory, plan_data
 from eegtune.distributed.resources import TRIAL_DRIVER_MEMORY, ResourcePlan
+from eegtune.distributed.shared_windows import SharedWindows, share_windows
 from eegtune.distributed.train import VAL_METRIC, run_folds
 from eegtune.search_spaces import get_space
 from eegtune.search_spaces.registry import SearchSpace
 from eegtune.training.config import TrainConfig
+from eegtune.training.data_modes import DATA_MODES, store_size
 
 JOURNAL = "optuna_journal.log"
 DRIVER = "driver.json"  # per trial folder: the process that runs the trial's TorchTrainer
 TRIAL_ID_ATTR = "tune_trial_id"  # Optuna user attribute: the trial's folder under folds/
 SAMPLERS = ("tpe", "random")
-RESUMABLE = ("n_trials", "max_failures")  # what a --resume may change
+# What a --resume may change (the data mode too: a bigger cluster may hold in memory what
+# a smaller one streamed).
+RESUMABLE = ("n_trials", "max_failures", "data_mode")
 SCHEDULERS = ("asha", "fifo")
 
 
@@ -56,6 +61,7 @@ class TuneJob:
     scheduler: str = "asha"  # "fifo": every trial runs all its epochs
     # Training settings every trial shares and the space does not search (``--set``).
     fixed: dict[str, Any] = field(default_factory=dict)
+    data_mode: str = "auto"  # memory, stream or auto (see eegtune.distributed.memory_plan)
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -63,6 +69,8 @@ class TuneJob:
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
         TrainConfig().with_overrides(self.fixed)  # unknown keys or bad values fail here
+        if self.data_mode not in DATA_MODES:
+            raise ValueError(f"data_mode must be one of {DATA_MODES}, got {self.data_mode!r}")
 
     @property
     def experiment_dir(self) -> Path:
@@ -105,8 +113,8 @@ def _close_interrupted(job: TuneJob) -> None:
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
 
 
-def _trainable(job: TuneJob, plan: ResourcePlan):
-    def trial(config: dict[str, Any]) -> None:
+def _trainable(job: TuneJob, plan: ResourcePlan, data: DataPlan):
+    def trial(config: dict[str, Any], windows: SharedWindows | None = None) -> None:
         import ray
         from ray import tune
         from ray.tune.integration.ray_train import TuneReportCallback
@@ -136,6 +144,9 @@ def _trainable(job: TuneJob, plan: ResourcePlan):
             name=f"train_{trial_id}",
             callbacks=[TuneReportCallback()],
             max_failures=job.max_failures,
+            windows=windows,
+            data_mode=data.mode,
+            worker_heap=data.worker_heap,
         )
 
     return trial
@@ -166,11 +177,13 @@ def run_tune(
     resume: bool = False,
     verbose: int = 1,
     points_to_evaluate: list[dict[str, Any]] | None = None,
+    data: DataPlan | None = None,
 ):
     """Run (or resume) the search; return the results table, best first.
 
     ``points_to_evaluate``: configurations (all or some of the space's parameters) that
     the first trials run before the sampler takes over, e.g. known-good settings.
+    ``data``: the data plan (from :func:`plan_experiment_data`); made here if not given.
     """
     import optuna
     from ray import tune
@@ -187,6 +200,8 @@ def run_tune(
             f"cannot fix {clash}: space {space.name!r} searches them, or a flag of its own "
             f"(--seed, --max-epochs) sets them"
         )
+    if data is None:  # refused here, before anything is written or read, if it cannot fit
+        data, plan = plan_experiment_data(job, plan)
     job.experiment_dir.mkdir(parents=True, exist_ok=True)
     if (job.experiment_dir / JOURNAL).exists() and not resume:
         raise FileExistsError(
@@ -210,8 +225,15 @@ def run_tune(
     _close_interrupted(job)
     done = finished_trials(job)
     remaining = max(0, job.n_trials - done)
-    atomic_write_text(saved_path, json.dumps({**record, "plan": plan.to_dict()}, indent=1))
+    saved = {**record, "plan": plan.to_dict(), "data": dataclasses.asdict(data)}
+    atomic_write_text(saved_path, json.dumps(saved, indent=1))
     if remaining:
+        # Read once per experiment (this run of it): every trial's folds share this copy.
+        windows = (
+            share_windows(job.store, job.challenge, progress=verbose > 0)
+            if data.mode == "memory"
+            else None
+        )
         # Reseeded by the count of finished trials, so a resumed search does not replay
         # the draws its first part already made.
         sampler_seed = (job.seed if job.sampler_seed is None else job.sampler_seed) + done
@@ -230,7 +252,10 @@ def run_tune(
             points_to_evaluate=points_to_evaluate,
         )
         tuner = tune.Tuner(
-            tune.with_resources(_trainable(job, plan), {"CPU": 0, "memory": TRIAL_DRIVER_MEMORY}),
+            tune.with_resources(
+                tune.with_parameters(_trainable(job, plan, data), windows=windows),
+                {"CPU": 0, "memory": TRIAL_DRIVER_MEMORY},
+            ),
             tune_config=tune.TuneConfig(
                 search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent_trials),
                 scheduler=_scheduler(job),
@@ -247,6 +272,13 @@ def run_tune(
         )
         tuner.fit()
     return results_table(job)
+
+
+def plan_experiment_data(job: TuneJob, plan: ResourcePlan) -> tuple[DataPlan, ResourcePlan]:
+    """The data mode and per-worker memory for this experiment on the running cluster,
+    and the resource plan capped by memory (see :func:`memory_plan.plan_data`)."""
+    size = store_size(job.store, job.challenge)
+    return plan_data(job.data_mode, size, cluster_memory(), plan)
 
 
 def _recording(optuna_search: type) -> type:

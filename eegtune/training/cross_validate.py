@@ -19,6 +19,9 @@ import pandas as pd
 
 from eegtune.metrics import nrmse
 from eegtune.training.config import FoldJob, TrainConfig, make_config
+from eegtune.training.data_modes import choose_cv_mode
+from eegtune.training.fold_data import InMemoryFoldSource, using_fold_source
+from eegtune.training.fold_stream import StreamingFoldSource
 from eegtune.training.folds import audit_folds, make_folds, store_subjects
 from eegtune.training.reporting import LocalReporter, reporting_to
 from eegtune.training.train_func import oof_frame, train_func
@@ -32,6 +35,8 @@ class CVResult:
     oof: pd.DataFrame
     pooled_nrmse: float
     mean_baseline_nrmse: float
+    data_mode: str = "memory"
+    data_note: str = ""
 
     def table(self) -> str:
         lines = ["fold  test subj  test win  best epoch  inner-val RMSE  OOF NRMSE  mean NRMSE"]
@@ -71,7 +76,12 @@ def run_cv(
     n_folds: int = 5,
     split: str = "kfold",
     on_report=None,
+    data_mode: str = "memory",
 ) -> CVResult:
+    """Every fold of ``hp`` in this process; ``data_mode`` memory, stream or auto (see
+    :mod:`eegtune.training.data_modes`)."""
+    mode, note = choose_cv_mode(data_mode, store, challenge)
+    source = StreamingFoldSource if mode == "stream" else InMemoryFoldSource
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     subjects = store_subjects(store, challenge)
@@ -86,7 +96,10 @@ def run_cv(
     for fold in folds:
         # Each epoch's state is kept beside the fold's outputs, so a rerun resumes there.
         state_path = run_dir / f"fold{fold.index}" / STATE_FILE
-        with reporting_to(LocalReporter(on_report, state_path=state_path)):
+        with (
+            reporting_to(LocalReporter(on_report, state_path=state_path)),
+            using_fold_source(source),
+        ):
             results.append(train_func(make_config(replace(job, fold=fold.index), hp)))
     oof = oof_frame(run_dir, len(folds))
     base = mean_baseline_predictions(oof, subjects, folds)
@@ -100,10 +113,13 @@ def run_cv(
         oof=oof,
         pooled_nrmse=nrmse(oof["target"], oof["prediction"]),
         mean_baseline_nrmse=nrmse(oof["target"], base),
+        data_mode=mode,
+        data_note=note,
     )
     summary = {
         "challenge": challenge,
         "split": split,
+        "data_mode": mode,
         "config": hp.to_flat(),
         "pooled_oof_nrmse": result.pooled_nrmse,
         "mean_baseline_nrmse": result.mean_baseline_nrmse,

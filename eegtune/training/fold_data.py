@@ -27,13 +27,62 @@ SCORER_CROP_SEED = 42
 ID_COLUMNS = ["subject", "release", "recording", "window_index", "target"]
 
 
-@dataclass
 class WindowSet:
-    eeg: np.ndarray  # (n, 129, T) float32
-    meta: pd.DataFrame  # ID_COLUMNS at least
+    """Windows in a fixed order: their metadata, and their samples, read by position.
+
+    The samples sit either in one array, in order, or in several arrays (one per subject,
+    as they lie in Ray's shared object store, read-only), with each window's array and
+    row. Either way :meth:`take` gathers a batch as a fresh float32 array, so a shared
+    copy is never written to and nothing beyond the batch is copied.
+    """
+
+    def __init__(self, eeg: np.ndarray, meta: pd.DataFrame) -> None:
+        self._parts = [eeg]
+        self._part: np.ndarray | None = None  # None: one array, in order
+        self._row: np.ndarray | None = None
+        self.meta = meta
+
+    @classmethod
+    def from_parts(
+        cls, parts: list[np.ndarray], meta: pd.DataFrame, part: np.ndarray, row: np.ndarray
+    ) -> WindowSet:
+        """Window i is ``parts[part[i]][row[i]]``."""
+        if not parts:
+            return cls(np.zeros((0, 129, CROP_SAMPLES), np.float32), meta)
+        ws = cls(parts[0], meta)
+        ws._parts, ws._part, ws._row = list(parts), np.asarray(part), np.asarray(row)
+        return ws
 
     def __len__(self) -> int:
         return len(self.meta)
+
+    @property
+    def n_times(self) -> int:
+        return int(self._parts[0].shape[2])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the samples this set reads (shared parts counted whole)."""
+        return int(sum(p.nbytes for p in self._parts))
+
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        """The windows at positions ``idx`` as a new (len(idx), C, T) float32 array."""
+        if self._part is None or self._row is None:
+            x = self._parts[0][idx]
+        else:
+            part, row = self._part[idx], self._row[idx]
+            x = np.empty((len(idx), *self._parts[0].shape[1:]), self._parts[0].dtype)
+            for p in np.unique(part):
+                sel = part == p
+                x[sel] = self._parts[p][row[sel]]
+        return x if x.dtype == np.float32 else x.astype(np.float32)
+
+    @property
+    def eeg(self) -> np.ndarray:
+        """Every window in order as one array (a copy unless the set is one array)."""
+        if self._part is None:
+            return self._parts[0]
+        return self.take(np.arange(len(self)))
 
     @property
     def target(self) -> np.ndarray:
@@ -43,21 +92,37 @@ class WindowSet:
     def subjects(self) -> set[str]:
         return set(self.meta["subject"])
 
+    def eval_batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        """In-order batches with the scorer's fixed crops (a no-op for 2 s windows)."""
+        offsets = None
+        if self.n_times > CROP_SAMPLES:
+            offsets = scorer_crops(len(self), self.n_times)
+        for start in range(0, len(self), batch_size):
+            x = self.take(np.arange(start, min(start + batch_size, len(self))))
+            if offsets is not None:
+                x = crop_windows(x, offsets[start : start + batch_size], CROP_SAMPLES)
+            yield x
+
 
 def canonical_order(eeg: np.ndarray, meta: pd.DataFrame) -> WindowSet:
     """Windows sorted by (subject, recording, window index), whatever order files or Ray
     blocks arrived in, so evaluation crops and batches do not depend on the reader."""
-    order = np.lexsort(
+    order = canonical_permutation(meta)
+    # Arrow hands out read-only buffers, which torch refuses to wrap: the take copies.
+    return WindowSet(
+        np.ascontiguousarray(eeg[order], dtype=np.float32),
+        meta.iloc[order][ID_COLUMNS].reset_index(drop=True),
+    )
+
+
+def canonical_permutation(meta: pd.DataFrame) -> np.ndarray:
+    """The order that sorts windows by (subject, recording, window index)."""
+    return np.lexsort(
         (
             meta["window_index"].to_numpy(),
             meta["recording"].astype(str).to_numpy(),
             meta["subject"].astype(str).to_numpy(),
         )
-    )
-    # Arrow hands out read-only buffers, which torch refuses to wrap: the take copies.
-    return WindowSet(
-        np.ascontiguousarray(eeg[order], dtype=np.float32),
-        meta.iloc[order][ID_COLUMNS].reset_index(drop=True),
     )
 
 
@@ -72,7 +137,8 @@ def scorer_crops(n: int, total: int, length: int = CROP_SAMPLES) -> np.ndarray:
     return np.random.default_rng(SCORER_CROP_SEED).integers(0, total - length + 1, size=n)
 
 
-def _crop(eeg: np.ndarray, offsets: np.ndarray, length: int) -> np.ndarray:
+def crop_windows(eeg: np.ndarray, offsets: np.ndarray, length: int) -> np.ndarray:
+    """Each window cut to ``length`` samples from its own offset."""
     idx = offsets[:, None] + np.arange(length)[None, :]
     return np.take_along_axis(eeg, idx[:, None, :], axis=2)
 
@@ -85,9 +151,9 @@ def train_batches(
     y = ws.target
     for start in range(0, len(order), batch_size):
         idx = np.sort(order[start : start + batch_size])
-        x = ws.eeg[idx]
+        x = ws.take(idx)
         if crop and x.shape[2] > CROP_SAMPLES:
-            x = _crop(
+            x = crop_windows(
                 x, rng.integers(0, x.shape[2] - CROP_SAMPLES + 1, size=len(idx)), CROP_SAMPLES
             )
         yield x, y[idx]
@@ -95,19 +161,14 @@ def train_batches(
 
 def eval_batches(ws: WindowSet, batch_size: int) -> Iterator[np.ndarray]:
     """In-order batches with the scorer's fixed crops (a no-op for 2 s windows)."""
-    offsets = None
-    if ws.eeg.shape[2] > CROP_SAMPLES:
-        offsets = scorer_crops(len(ws), ws.eeg.shape[2])
-    for start in range(0, len(ws), batch_size):
-        x = ws.eeg[start : start + batch_size]
-        if offsets is not None:
-            x = _crop(x, offsets[start : start + batch_size], CROP_SAMPLES)
-        yield x
+    return ws.eval_batches(batch_size)
 
 
 def eval_arrays(ws: WindowSet) -> np.ndarray:
     """Every window as the model sees it at evaluation (for closed-form fits)."""
-    return np.concatenate(list(eval_batches(ws, 4096))) if len(ws) else ws.eeg[:, :, :CROP_SAMPLES]
+    if not len(ws):
+        return np.zeros((0, 129, CROP_SAMPLES), np.float32)
+    return np.concatenate(list(eval_batches(ws, 4096)))
 
 
 @dataclass
@@ -121,9 +182,12 @@ class FoldSource:
     """What ``train_func`` trains from: a fold's fit and inner-validation windows in
     memory, the same batching everywhere, and the held-out windows on request only.
 
-    Subclasses say where the windows come from (the store here, a Ray Data stream under
-    Ray Train); the subject sets stay the single source of truth for what each stage sees.
+    Subclasses say where the windows come from (the store here, Ray's shared object
+    store or the Parquet files streamed under Ray Train); the subject sets stay the
+    single source of truth for what each stage sees.
     """
+
+    data_mode = "memory"  # or "stream": part of a saved training state's fingerprint
 
     def __init__(
         self, challenge: int, subjects: FoldSubjects, fit: WindowSet, inner_val: WindowSet

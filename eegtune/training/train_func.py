@@ -102,7 +102,7 @@ def _fit_by_gradient(
     best = {"inner_val_rmse": math.inf, "epoch": -1, "resumed_at_epoch": 0}
     best_state = copy.deepcopy(model.state_dict())
     stale, start, stopped = 0, 0, False
-    key = fingerprint(job, hp, subjects)
+    key = fingerprint(job, hp, subjects, source.data_mode)
     saved = restore_state(key)
     if saved is not None:
         model.load_state_dict(saved.model)

@@ -32,10 +32,13 @@ from eegtune.training.fold_data import FoldSubjects
 STATE_FILE = "training_state.pt"
 
 
-def fingerprint(job: FoldJob, hp: TrainConfig, subjects: FoldSubjects) -> str:
+def fingerprint(
+    job: FoldJob, hp: TrainConfig, subjects: FoldSubjects, data_mode: str = "memory"
+) -> str:
     """A digest of what training depends on (not where it runs or writes): the settings,
-    the fold's subjects and the store's manifest, so a state saved before the store was
-    prepared again, or for another split, is never resumed."""
+    the fold's subjects, the store's manifest and how batches are drawn (stream mode
+    mixes them differently), so a state saved before the store was prepared again, for
+    another split or in the other mode, is never resumed."""
     manifest = Path(job.store) / MANIFEST
     relevant = {
         **hp.to_flat(),
@@ -46,6 +49,8 @@ def fingerprint(job: FoldJob, hp: TrainConfig, subjects: FoldSubjects) -> str:
         if manifest.exists()
         else None,
     }
+    if data_mode != "memory":  # absent in memory mode: states saved before modes existed
+        relevant["data_mode"] = data_mode
     text = json.dumps(relevant, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

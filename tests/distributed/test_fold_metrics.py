@@ -101,14 +101,36 @@ def test_pooled_reports_match_the_folds_and_ray_folds_match_cv(prepared_store, t
     )
 
     # The same folds, config and seed through `eegtune cv` in this process, with the one
-    # thread each Ray worker has: the same out-of-fold predictions.
+    # thread each Ray worker has: bit for bit the same out-of-fold predictions, because
+    # memory mode reads the shared copy in the order and batches cv reads its own.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        cv = run_cv(prepared_store, 1, HP, tmp_path / "cv", n_folds=2)
+        cv = run_cv(prepared_store, 1, HP, tmp_path / "cv", n_folds=2, data_mode="memory")
     finally:
         torch.set_num_threads(threads)
     mine = oof.sort_values(ORDER).reset_index(drop=True)
     theirs = cv.oof.sort_values(ORDER).reset_index(drop=True)
     pd.testing.assert_frame_equal(mine[[*ORDER, "fold"]], theirs[[*ORDER, "fold"]])
-    np.testing.assert_allclose(mine["prediction"], theirs["prediction"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(mine["prediction"], theirs["prediction"])
+
+    # Stream mode on Ray: the same folds and subjects, every window predicted exactly once.
+    stream_run = tmp_path / "stream"
+    config["out_dir"] = str(stream_run)
+    streamed = run_folds(
+        config,
+        plan_resources(2, n_folds=2),
+        storage_path=str(tmp_path / "train"),
+        name="stream",
+        data_mode="stream",
+    )
+    assert streamed.error is None and np.isfinite(streamed.metrics["oof_nrmse"])
+    other = pd.concat(pd.read_parquet(stream_run / f"fold{k}" / "oof.parquet") for k in (0, 1))
+    other = other.sort_values(ORDER).reset_index(drop=True)
+    pd.testing.assert_frame_equal(other[[*ORDER, "fold"]], mine[[*ORDER, "fold"]])
+    for k in (0, 1):
+        subjects = [
+            json.loads((r / f"fold{k}" / "metrics.json").read_text())["subjects"]
+            for r in (run, stream_run)
+        ]
+        assert subjects[0] == subjects[1]

@@ -1,0 +1,130 @@
+"""Memory mode on Ray: the store's windows once per node, in Ray's shared object store.
+
+At the start of an experiment one Ray task per subject reads that subject's Parquet
+file, and its windows (at the store's dtype) become one object in the object store of
+the node that read them: the store is sharded over the cluster's nodes. Every fold
+worker of every trial then ``ray.get``s the subjects its fold needs. On the worker's
+node that is a zero-copy, read-only view of shared memory; a subject read on another
+node is pulled once into this node's store and shared from there. So the windows are
+read from disk once per experiment, held once per node, and never copied per fold or
+per trial: a batch is the only copy a worker makes (:meth:`WindowSet.take`).
+
+The objects belong to the process that ran :func:`share_windows` (the ``eegtune tune``
+driver): they live as long as the experiment, and Ray re-runs a lost subject's read task
+if a node dies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from eegtune.data.store import store_files
+from eegtune.training.fold_data import (
+    ID_COLUMNS,
+    FoldSource,
+    FoldSubjects,
+    WindowSet,
+    canonical_permutation,
+)
+
+READ_CPUS = 0.25  # per read task: reads fit in the plan's reserve beside running trials
+
+
+def _read_subject(path: str) -> tuple[int, dict[str, Any]]:
+    """One subject's window count (small, for the driver) and its windows as stored with
+    their identifying columns (large, left in the object store)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=[*ID_COLUMNS, "eeg"])
+    eeg = table.column("eeg").combine_chunks().to_numpy_ndarray()
+    return len(eeg), {"eeg": eeg, "meta": table.drop(["eeg"]).to_pandas()}
+
+
+@dataclass
+class SharedWindows:
+    """Handles to one challenge's windows in the object store, one object per subject."""
+
+    challenge: int
+    refs: dict[str, Any]  # subject -> ObjectRef of {"eeg": array, "meta": frame}
+    nbytes: int  # the windows' bytes as stored
+
+    def window_set(self, subjects: tuple[str, ...]) -> WindowSet:
+        """These subjects' windows in canonical order, reading the shared copies in place."""
+        import ray
+
+        missing = sorted(set(subjects) - set(self.refs))
+        if missing:
+            raise KeyError(f"{len(missing)} subjects are not in the shared store: {missing[:3]}")
+        names = sorted(set(subjects))
+        objects = ray.get([self.refs[s] for s in names])
+        metas = [o["meta"][ID_COLUMNS] for o in objects]
+        part = np.concatenate([np.full(len(m), i, np.int32) for i, m in enumerate(metas)])
+        row = np.concatenate([np.arange(len(m)) for m in metas])
+        meta = pd.concat(metas, ignore_index=True)
+        order = canonical_permutation(meta)
+        return WindowSet.from_parts(
+            [o["eeg"] for o in objects],
+            meta.iloc[order].reset_index(drop=True),
+            part[order],
+            row[order],
+        )
+
+
+def share_windows(store: str | Path, challenge: int, progress: bool = False) -> SharedWindows:
+    """Read every subject of ``challenge`` into the object store, one Ray task each."""
+    import ray
+    from tqdm.auto import tqdm
+
+    from eegtune.training.data_modes import store_size
+
+    files = store_files(store, challenge)
+    read = ray.remote(num_cpus=READ_CPUS, num_returns=2, max_retries=3)(_read_subject)
+    subjects = [f.stem.removeprefix("sub-") for f in files]
+    counts, refs = {}, {}
+    for subject, path in zip(subjects, files, strict=True):
+        counts[subject], refs[subject] = read.remote(str(path))
+    pending = list(counts.values())
+    with tqdm(total=len(pending), desc="share windows", unit="subj", disable=not progress) as bar:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=min(len(pending), 8))
+            bar.update(len(done))
+    try:
+        rows = dict(zip(counts, ray.get(list(counts.values())), strict=True))
+    except ray.exceptions.RayTaskError as exc:  # names the file the task failed on
+        raise RuntimeError(f"{store}: could not read a subject's windows: {exc}") from exc
+    size = store_size(store, challenge)
+    if sum(rows.values()) != size.windows:
+        raise RuntimeError(
+            f"{store}: read {sum(rows.values())} windows, the manifest lists {size.windows}"
+        )
+    return SharedWindows(challenge, refs, size.stored_bytes)
+
+
+class SharedFoldSource(FoldSource):
+    """The fold source ``train_func`` sees in a Ray Train worker in memory mode."""
+
+    def __init__(self, windows: SharedWindows, challenge: int, subjects: FoldSubjects) -> None:
+        self._windows = windows
+        super().__init__(
+            challenge,
+            subjects,
+            fit=windows.window_set(subjects.fit),
+            inner_val=windows.window_set(subjects.inner_val),
+        )
+
+    def load_test(self) -> WindowSet:
+        return self._windows.window_set(self.subjects.test)
+
+
+def object_store_used() -> int:
+    """Bytes in use in the object stores of all nodes (what Ray's memory summary shows)."""
+    import ray
+    from ray._private.internal_api import get_memory_info_reply, get_state_from_address
+
+    reply = get_memory_info_reply(get_state_from_address(ray.get_runtime_context().gcs_address))
+    return int(reply.store_stats.object_store_bytes_used)
