@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ class FoldParallelReporter:
         self.last: dict[str, Any] | None = None
         self.best: dict[str, Any] | None = None  # the epoch train_func will keep
         self.final: dict[str, Any] | None = None
+        self.first_report_at: float | None = None  # wall clock of this run's first report
         self._dir = Path(tempfile.mkdtemp(prefix=f"eegtune-fold{fold}-"))
         self._has_state = False
         self._restore(ray.train.get_checkpoint())
@@ -113,6 +115,8 @@ class FoldParallelReporter:
         return out[:: self.workers_per_fold]  # one entry per fold: its leader's
 
     def _report_epoch(self, metrics: dict[str, Any]) -> None:
+        if self.first_report_at is None:
+            self.first_report_at = time.time()
         pooled = aggregate_epoch(self._gather(metrics))
         self.epochs_reported += 1
         self._send(pooled)

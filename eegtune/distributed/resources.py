@@ -2,9 +2,9 @@
 
 Two silent deadlocks on small clusters shape it (checked on Ray 2.60):
 
-1. Train workers holding every CPU leave Ray Data's read tasks nothing to run on, and
-   training hangs without an error. The plan keeps ``data_reserve_cpus`` out of every
-   worker's reach.
+1. Train workers holding every CPU leave the read tasks that share the store's windows
+   (and re-read them if a node is lost) nothing to run on, and training hangs without an
+   error. The plan keeps ``data_reserve_cpus`` out of every worker's reach.
 2. A Tune trial that holds a CPU as the Train driver starves its own workers. The trial
    driver asks for no CPU (a token of memory instead, since Ray refuses an empty bundle),
    so ``max_concurrent_trials`` must be derived from the workers' CPUs alone.
@@ -56,7 +56,7 @@ class ResourcePlan:
         return (
             f"{self.n_folds} folds × {self.workers_per_fold} worker(s) × "
             f"{self.cpus_per_worker:g} CPU = {self.cpus_per_trial:g} CPU per trial; "
-            f"{self.data_reserve_cpus:g} of {self.total_cpus:g} CPUs kept for Ray Data; "
+            f"{self.data_reserve_cpus:g} of {self.total_cpus:g} CPUs kept for reading the store; "
             f"up to {self.max_concurrent_trials} trial(s) at once"
         )
 
@@ -71,7 +71,7 @@ def plan_resources(
 ) -> ResourcePlan:
     """Lay out one trial's fold workers on ``total_cpus``; refuse what would deadlock.
 
-    By default a quarter of the cluster (at least half a CPU) stays with Ray Data, and
+    By default a quarter of the cluster (at least half a CPU) stays with the reads, and
     each worker gets an equal share of the rest, at most 1 CPU for a fold's worker (more
     threads buy little for these small models).
     """
@@ -82,7 +82,7 @@ def plan_resources(
     reserve = max(0.5, 0.25 * total_cpus) if data_reserve_cpus is None else data_reserve_cpus
     if reserve < 0 or reserve >= total_cpus:
         raise ResourceError(
-            f"keeping {reserve:g} CPUs for Ray Data leaves nothing for training on "
+            f"keeping {reserve:g} CPUs for reading the store leaves nothing for training on "
             f"{total_cpus:g} CPUs"
         )
     usable = total_cpus - reserve
@@ -92,7 +92,7 @@ def plan_resources(
         if cpus_per_worker <= 0:
             raise ResourceError(
                 f"{workers} fold workers cannot share the {usable:g} CPUs left after keeping "
-                f"{reserve:g} for Ray Data; use fewer folds or workers per fold"
+                f"{reserve:g} for reading the store; use fewer folds or workers per fold"
             )
     if cpus_per_worker <= 0:
         raise ResourceError(f"cpus_per_worker must be > 0, got {cpus_per_worker}")
@@ -101,7 +101,7 @@ def plan_resources(
         raise ResourceError(
             f"one trial needs {workers} workers × {cpus_per_worker:g} CPU = {per_trial:g} CPUs, "
             f"but only {usable:g} of {total_cpus:g} are left after keeping {reserve:g} for "
-            f"Ray Data's read tasks (all of them would deadlock the data pipeline); use fewer "
+            f"the store's read tasks (all of them would deadlock the data pipeline); use fewer "
             f"folds, fewer workers per fold or fewer CPUs per worker"
         )
     fit = max(1, math.floor(usable / per_trial + 1e-9))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,17 +51,21 @@ def fold_worker(config: dict[str, Any]) -> None:
     fold, replica = divmod(rank, per_fold)
     torch.set_num_threads(int(config["threads"]))
     job = FoldJob.from_flat({**config, "fold": fold, "replica": replica})
-    # Where each worker ran, for the record, the multi-node test and the fault drill.
+    # Where each worker ran, for the record, the multi-node test and the fault drill, and
+    # when it reached each step (wall-clock seconds), for the trial-launch benchmark.
+    timeline = {"worker_started": time.time()}
     placement = {
         "fold": fold,
         "replica": replica,
         "rank": rank,
         "node_id": ray.get_runtime_context().get_node_id(),
         "pid": os.getpid(),
+        "timeline": timeline,
     }
     fold_dir = Path(job.out_dir) / f"fold{fold}"
     fold_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(fold_dir / f"placement_{replica}.json", json.dumps(placement))
+    placement_file = fold_dir / f"placement_{replica}.json"
+    atomic_write_text(placement_file, json.dumps(placement))
     groups = fold_groups(int(config["n_folds"]), per_fold) if per_fold > 1 else None
     reporter = FoldParallelReporter(int(config["max_epochs"]), fold, per_fold, leader=replica == 0)
 
@@ -70,12 +75,15 @@ def fold_worker(config: dict[str, Any]) -> None:
             if shared is None
             else SharedFoldSource(shared, challenge, subjects)
         )
+        timeline["data_ready"] = time.time()
         if groups is None:
             return whole
         return DataParallelFoldSource(whole, groups[fold], replica, per_fold, fold * per_fold)
 
     with reporting_to(reporter), using_fold_source(source):
         train_func({**config, "fold": fold, "replica": replica})
+    timeline["first_report"] = reporter.first_report_at
+    atomic_write_text(placement_file, json.dumps(placement))
     reporter.finish(Path(job.out_dir))
 
 

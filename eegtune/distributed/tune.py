@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,11 @@ def _trainable(job: TuneJob, plan: ResourcePlan, data: DataPlan):
         out_dir.mkdir(parents=True, exist_ok=True)
         # Which process drives the trial, for the record and the retry drill; a retried
         # trial overwrites it with its new driver.
-        driver = {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
+        driver = {
+            "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "started": time.time(),
+        }
         atomic_write_text(out_dir / DRIVER, json.dumps(driver))
         flat = {
             **job.fixed,

@@ -240,7 +240,8 @@ _factory: contextvars.ContextVar[FoldSourceFactory] = contextvars.ContextVar(
 
 
 def open_fold_source(store: str | Path, challenge: int, subjects: FoldSubjects):
-    """The active fold source: in memory by default, a Ray Data stream under Ray Train."""
+    """The active fold source: in memory by default; ``eegtune cv`` and Ray Train swap in
+    stream mode's or the shared object store's."""
     return _factory.get()(store, challenge, subjects)
 
 
