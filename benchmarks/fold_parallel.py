@@ -2,8 +2,8 @@
 
 Same store, same config, same seed, in one run. The parallel side is one fold-parallel
 TorchTrainer (``eegtune.distributed.train.run_folds``, memory mode) on a local 2-CPU Ray,
-its launch and the sharing of the windows included; the sequential side is ``train_func`` called for fold
-0 and then fold 1 in this process, with 1 thread and with 2 threads.
+its launch and the sharing of the windows included; the sequential side is ``train_func``
+called for fold 0 and then fold 1 in this process, with 1 thread and with 2 threads.
 
     .venv/bin/python benchmarks/fold_parallel.py --subjects 12 --epochs 10
 """
