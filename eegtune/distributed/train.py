@@ -134,8 +134,10 @@ def run_folds(
             name=name,
             storage_path=storage_path,
             callbacks=callbacks or [],
+            # A worker group that fails to start (a worker lost while starting, say on a
+            # loaded node) is retried as often as a worker lost while training.
             failure_config=ray.train.FailureConfig(
-                max_failures=max_failures, controller_failure_limit=0
+                max_failures=max_failures, controller_failure_limit=max_failures
             ),
             # A restart needs only the newest checkpoint; keep one more for inspection.
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),

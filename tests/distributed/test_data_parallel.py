@@ -255,6 +255,7 @@ def test_disagreement_names_the_fold_it_happened_in():
 
 @pytest.mark.slow
 @pytest.mark.ray
+@pytest.mark.timeout(300)
 def test_two_folds_of_two_replicas_each_on_ray(prepared_store, tmp_path):
     import json
 

@@ -59,7 +59,7 @@ def _pooled_inner_val(store: Path, run: Path, weights: list[dict]) -> float:
     return _nrmse(np.concatenate(ys), np.concatenate(ps))
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)
 def test_pooled_reports_match_the_folds_and_ray_folds_match_cv(prepared_store, tmp_path, local_ray):
     run = tmp_path / "ray"
     job = FoldJob(store=str(prepared_store), challenge=1, out_dir=str(run), n_folds=2)

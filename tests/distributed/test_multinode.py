@@ -13,6 +13,7 @@ from eegtune.training.config import FoldJob, TrainConfig, make_config
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
+@pytest.mark.timeout(300)
 def test_folds_of_one_trial_run_on_both_nodes(prepared_store, tmp_path):
     import ray
     from ray.cluster_utils import Cluster

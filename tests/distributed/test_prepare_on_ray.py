@@ -7,6 +7,7 @@ from eegtune.distributed.runtime import start_ray
 pytestmark = pytest.mark.ray
 
 
+@pytest.mark.timeout(180)
 def test_prepare_as_ray_tasks_writes_the_same_store(small_bids, tmp_path):
     import ray
 
