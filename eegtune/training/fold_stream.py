@@ -9,8 +9,10 @@ For folds larger than memory. Training, every epoch:
    are cut as it leaves.
 
 So every batch mixes windows of many subjects although each file holds one, and every
-window is seen exactly once per epoch. Memory stays at the buffer plus one Parquet row
-group per open file, whatever the fold's size.
+window is seen exactly once per epoch. A thread reads a few chunks ahead, so decoding
+overlaps training, in an order that does not depend on timing. Memory stays at the
+buffer, the chunks read ahead and one Parquet row group per open file, whatever the
+fold's size.
 
 Evaluation reads one subject's file at a time in the canonical (subject, recording,
 window index) order, with the scorer's fixed crops and the same batch boundaries as in
@@ -19,6 +21,8 @@ memory mode, so inner validation and out-of-fold predictions do not depend on th
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,9 +52,10 @@ class StreamOptions:
     buffer: int = 2048  # windows in the shuffle buffer
 
     def heap_bytes(self, window_bytes: int, row_group: int = 256) -> int:
-        """What streaming holds at most: the buffer (float32) and each open file's
-        decoded row group (Arrow and NumPy copies)."""
-        return (self.buffer + self.interleave * self.chunk) * window_bytes + (
+        """What streaming holds at most: the buffer and the chunks read ahead (float32),
+        and each open file's decoded row group (Arrow and NumPy copies)."""
+        ahead = 2 * self.interleave * self.chunk
+        return (self.buffer + self.chunk + ahead) * window_bytes + (
             2 * self.interleave * row_group * window_bytes
         )
 
@@ -136,6 +141,65 @@ def _file_chunks(path: Path, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarra
         )
 
 
+def _round_robin(
+    files: list[Path], options: StreamOptions
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Chunks of ``interleave`` open files in turn, opening the next file as one runs out."""
+    queue, readers = list(files), []
+    while readers or queue:
+        while len(readers) < options.interleave and queue:
+            readers.append(_file_chunks(queue.pop(0), options.chunk))
+        for reader in list(readers):
+            got = next(reader, None)
+            if got is None:
+                readers.remove(reader)
+            else:
+                yield got
+
+
+class _Prefetch:
+    """Runs a chunk iterator in a thread (Parquet decoding releases the GIL), a bounded
+    number of chunks ahead, so reading overlaps training. Order is unchanged, so what a
+    seed streams does not depend on timing."""
+
+    _END = object()
+
+    def __init__(self, chunks: Iterator, depth: int) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(chunks,), daemon=True)
+        self._thread.start()
+
+    def _run(self, chunks: Iterator) -> None:
+        try:
+            for item in chunks:
+                if not self._put(item):
+                    return
+        except Exception as exc:  # re-raised in the consumer, with the file it names
+            self._put(exc)
+            return
+        self._put(self._END)
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator:
+        try:
+            while (item := self._queue.get()) is not self._END:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:  # the consumer stopped early (or finished): let the reader go
+            self._stop.set()
+            self._thread.join()
+
+
 def stream_batches(
     files: list[Path],
     batch_size: int,
@@ -144,28 +208,24 @@ def stream_batches(
     options: StreamOptions = DEFAULT_STREAM,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """One epoch of shuffled (x, y, subject) batches streamed from ``files``."""
-    queue = [files[i] for i in rng.permutation(len(files))]
-    readers: list[Iterator] = []
+    order = [files[i] for i in rng.permutation(len(files))]
+    chunks = iter(_Prefetch(_round_robin(order, options), depth=2 * options.interleave))
     cap = max(options.buffer, batch_size)
     xs: np.ndarray | None = None
-    ys = np.empty(cap + options.interleave * options.chunk, np.float32)
+    ys = np.empty(cap + options.chunk, np.float32)
     ss = np.empty(len(ys), object)
-    n = 0
+    n, more = 0, True
     while True:
-        # Fill: round-robin over the open files, opening the next as one runs out.
-        while n < cap and (readers or queue):
-            while len(readers) < options.interleave and queue:
-                readers.append(_file_chunks(queue.pop(0), options.chunk))
-            for reader in list(readers):
-                got = next(reader, None)
-                if got is None:
-                    readers.remove(reader)
-                    continue
-                x, y, s = got
-                if xs is None:
-                    xs = np.empty((len(ys), *x.shape[1:]), np.float32)
-                xs[n : n + len(y)], ys[n : n + len(y)], ss[n : n + len(y)] = x, y, s
-                n += len(y)
+        while more and n < cap:  # fill the buffer
+            got = next(chunks, None)
+            if got is None:
+                more = False
+                break
+            x, y, s = got
+            if xs is None:
+                xs = np.empty((len(ys), *x.shape[1:]), np.float32)
+            xs[n : n + len(y)], ys[n : n + len(y)], ss[n : n + len(y)] = x, y, s
+            n += len(y)
         if n == 0 or xs is None:
             return
         take = min(batch_size, n)  # full batches until the files run out
