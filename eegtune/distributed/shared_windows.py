@@ -40,7 +40,10 @@ def _read_subject(path: str) -> tuple[int, dict[str, Any]]:
     their identifying columns (large, left in the object store)."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path, columns=[*ID_COLUMNS, "eeg"])
+    try:
+        table = pq.read_table(path, columns=[*ID_COLUMNS, "eeg"])
+    except Exception as exc:  # the driver's error must name the file
+        raise OSError(f"{path}: cannot read its windows ({exc})") from exc
     eeg = table.column("eeg").combine_chunks().to_numpy_ndarray()
     return len(eeg), {"eeg": eeg, "meta": table.drop(["eeg"]).to_pandas()}
 
@@ -95,7 +98,7 @@ def share_windows(store: str | Path, challenge: int, progress: bool = False) -> 
             bar.update(len(done))
     try:
         rows = dict(zip(counts, ray.get(list(counts.values())), strict=True))
-    except ray.exceptions.RayTaskError as exc:  # names the file the task failed on
+    except ray.exceptions.RayTaskError as exc:  # its message names the file
         raise RuntimeError(f"{store}: could not read a subject's windows: {exc}") from exc
     size = store_size(store, challenge)
     if sum(rows.values()) != size.windows:

@@ -131,14 +131,18 @@ class FileWindowSet(WindowSet):
 
 
 def _file_chunks(path: Path, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    for batch in pq.ParquetFile(path).iter_batches(
-        batch_size=chunk, columns=["eeg", "target", "subject"]
-    ):
-        yield (
-            _eeg(batch),
-            batch.column("target").to_numpy(zero_copy_only=False).astype(np.float32),
-            batch.column("subject").to_numpy(zero_copy_only=False),
+    try:
+        batches = pq.ParquetFile(path).iter_batches(
+            batch_size=chunk, columns=["eeg", "target", "subject"]
         )
+        for batch in batches:
+            yield (
+                _eeg(batch),
+                batch.column("target").to_numpy(zero_copy_only=False).astype(np.float32),
+                batch.column("subject").to_numpy(zero_copy_only=False),
+            )
+    except (OSError, ValueError) as exc:  # pyarrow's errors do not always name the file
+        raise OSError(f"{path}: cannot stream its windows ({exc})") from exc
 
 
 def _round_robin(

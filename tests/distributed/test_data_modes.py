@@ -136,3 +136,14 @@ def test_two_concurrent_trials_share_one_copy_of_the_windows(prepared_store, tmp
         before,
         size.stored_bytes,
     )
+
+
+def test_a_damaged_file_is_named_when_shared(prepared_store, copy_tree, local_ray):
+    from eegtune.data.store import store_files
+    from eegtune.distributed.shared_windows import share_windows
+
+    store = copy_tree(prepared_store, "store")
+    victim = store_files(store, 1)[1]
+    victim.write_bytes(victim.read_bytes()[:-2000])
+    with pytest.raises(RuntimeError, match=rf"{victim.name}: cannot read its windows"):
+        share_windows(store, 1)

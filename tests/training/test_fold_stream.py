@@ -114,3 +114,12 @@ def test_auto_streams_when_the_windows_do_not_fit(prepared_store, monkeypatch):
     assert mode == "stream" and note.startswith("data: stream mode (auto:")
     with pytest.raises(ValueError, match="data mode"):
         data_modes.choose_cv_mode("disk", prepared_store, 2)
+
+
+def test_a_damaged_file_is_named_when_streamed(prepared_store, copy_tree):
+    store = copy_tree(prepared_store, "store")
+    files = fold_files(store, 1, _subjects(store, 1))
+    files[2].write_bytes(files[2].read_bytes()[:-2000])  # truncated behind the manifest's back
+    with pytest.raises(OSError, match=rf"{files[2].name}: cannot stream its windows"):
+        for _ in stream_batches(files, 8, np.random.default_rng(0), False, SMALL):
+            pass
