@@ -6,8 +6,8 @@
 - ``train``: one fold-parallel TorchTrainer per configuration;
 - ``fold_reporter``: the folds' epochs pooled into one report, and checkpointed with it;
 - ``data_parallel``: several workers per fold, sharing each batch;
-- ``tune``: Ray Tune with Optuna TPE (durable journal) and ASHA, or the random/FIFO
-  baseline;
+- ``tune``: Ray Tune with Optuna TPE and ASHA, or the random/FIFO baseline;
+- ``study``: an experiment's durable Optuna journal and its results table;
 - ``runtime``: starting or joining Ray.
 
 Ray is imported lazily inside functions, so importing eegtune stays fast.

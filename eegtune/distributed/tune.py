@@ -22,21 +22,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from eegtune.data.bids import atomic_write_text
 from eegtune.distributed.memory_plan import DataPlan, cluster_memory, plan_data
 from eegtune.distributed.resources import TRIAL_DRIVER_MEMORY, ResourcePlan
 from eegtune.distributed.shared_windows import SharedWindows, share_windows
+from eegtune.distributed.study import (
+    JOURNAL,
+    TRIAL_ID_ATTR,
+    _close_interrupted,
+    _study,
+    finished_trials,
+    results_table,
+)
 from eegtune.distributed.train import VAL_METRIC, run_folds
 from eegtune.search_spaces import get_space
 from eegtune.search_spaces.registry import SearchSpace
 from eegtune.training.config import TrainConfig
 from eegtune.training.data_modes import DATA_MODES, store_size
 
-JOURNAL = "optuna_journal.log"
 DRIVER = "driver.json"  # per trial folder: the process that runs the trial's TorchTrainer
-TRIAL_ID_ATTR = "tune_trial_id"  # Optuna user attribute: the trial's folder under folds/
 SAMPLERS = ("tpe", "random")
 # What a --resume may change (the data mode too: a bigger cluster may hold in memory what
 # a smaller one streamed).
@@ -76,42 +80,6 @@ class TuneJob:
     @property
     def experiment_dir(self) -> Path:
         return Path(self.storage_path) / self.name
-
-
-def _study(job: TuneJob):
-    import optuna
-
-    backend = optuna.storages.journal.JournalFileBackend(str(job.experiment_dir / JOURNAL))
-    return optuna.storages.JournalStorage(backend)
-
-
-def finished_trials(job: TuneJob) -> int:
-    """Trials the durable study has completed (0 for a new experiment)."""
-    import optuna
-
-    if not (job.experiment_dir / JOURNAL).exists():
-        return 0
-    try:
-        study = optuna.load_study(study_name=job.name, storage=_study(job))
-    except KeyError:
-        return 0
-    return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-
-
-def _close_interrupted(job: TuneJob) -> None:
-    """A driver killed mid-trial leaves trials RUNNING in the journal; mark them failed so
-    TPE does not wait on them and the count of finished trials stays true."""
-    import optuna
-
-    if not (job.experiment_dir / JOURNAL).exists():
-        return
-    try:
-        study = optuna.load_study(study_name=job.name, storage=_study(job))
-    except KeyError:
-        return
-    for t in study.trials:
-        if t.state == optuna.trial.TrialState.RUNNING:
-            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
 
 
 def _trainable(job: TuneJob, plan: ResourcePlan, data: DataPlan):
@@ -205,9 +173,6 @@ def run_tune(
             f"cannot fix {clash}: space {space.name!r} searches them, or a flag of its own "
             f"(--seed, --max-epochs) sets them"
         )
-    if data is None:  # refused here, before anything is written or read, if it cannot fit
-        data, plan = plan_experiment_data(job, plan)
-    job.experiment_dir.mkdir(parents=True, exist_ok=True)
     if (job.experiment_dir / JOURNAL).exists() and not resume:
         raise FileExistsError(
             f"{job.experiment_dir} already holds experiment {job.name!r}; "
@@ -227,6 +192,9 @@ def run_tune(
         if changed:
             detail = ", ".join(f"{k}: {saved.get(k)!r} -> {record[k]!r}" for k in changed)
             raise ValueError(f"--resume must continue the same experiment; changed {detail}")
+    if data is None:  # refused here, before anything is written or read, if it cannot fit
+        data, plan = plan_experiment_data(job, plan)
+    job.experiment_dir.mkdir(parents=True, exist_ok=True)
     _close_interrupted(job)
     done = finished_trials(job)
     remaining = max(0, job.n_trials - done)
@@ -315,44 +283,3 @@ def _scheduler(job: TuneJob):
         grace_period=min(job.grace_period, job.max_epochs),
         reduction_factor=2,
     )
-
-
-def results_table(job: TuneJob) -> pd.DataFrame:
-    """Every trial of the experiment from the durable study and the fold outputs."""
-    import optuna
-
-    study = optuna.load_study(study_name=job.name, storage=_study(job))
-    rows = []
-    for t in study.trials:
-        oof = _oof_of(job, t.user_attrs.get(TRIAL_ID_ATTR))
-        status = t.state.name
-        if status == "COMPLETE" and oof["oof_nrmse"] is None:
-            status = "STOPPED"  # ended by ASHA before its folds wrote their predictions
-        rows.append({"trial": t.number, "status": status, VAL_METRIC: t.value, **t.params, **oof})
-    table = pd.DataFrame(rows)
-    if table.empty:
-        return table
-    return table.sort_values(VAL_METRIC, na_position="last").reset_index(drop=True)
-
-
-def _oof_of(job: TuneJob, trial_id: str | None) -> dict[str, Any]:
-    """Pooled and per-fold OOF NRMSE of a trial that finished all its folds."""
-    from eegtune.metrics import nrmse
-
-    empty = {"oof_nrmse": None, "fold_oof_nrmse": None, "trial_dir": None}
-    if trial_id is None:
-        return empty
-    trial_dir = job.experiment_dir / "folds" / trial_id
-    files = [trial_dir / f"fold{k}" / "oof.parquet" for k in range(job.n_folds)]
-    if not all(f.exists() for f in files):
-        return {**empty, "trial_dir": str(trial_dir)}
-    oof = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    per_fold = [
-        nrmse(g["target"], g["prediction"]) if g["target"].nunique() > 1 else float("nan")
-        for _, g in oof.groupby("fold")
-    ]
-    return {
-        "oof_nrmse": nrmse(oof["target"], oof["prediction"]),
-        "fold_oof_nrmse": [round(x, 4) for x in per_fold],
-        "trial_dir": str(trial_dir),
-    }

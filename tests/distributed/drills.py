@@ -13,7 +13,8 @@ from typing import TypeVar
 
 import optuna
 
-from eegtune.distributed.tune import JOURNAL, TuneJob, _study
+from eegtune.distributed.study import JOURNAL, _study
+from eegtune.distributed.tune import TuneJob
 
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of registered checkpoints
 T = TypeVar("T")
