@@ -113,8 +113,10 @@ def test_two_concurrent_trials_share_one_copy_of_the_windows(prepared_store, tmp
     size = store_size(prepared_store, 1)
     plan = plan_resources(2, n_folds=2, cpus_per_worker=0.25, max_concurrent_trials=2)
     job = _job(tmp_path, prepared_store, challenge=1, space="softargmax_tcn", n_trials=2,
-               n_folds=2, name="share", max_epochs=12, data_mode="memory",
+               n_folds=2, name="share", max_epochs=30, data_mode="memory", scheduler="fifo",
                fixed={"patience": 100})  # fmt: skip
+    # FIFO: both trials must finish (ASHA could stop one), and 30 epochs keep them
+    # training long enough to overlap however fast each launches.
     small = {"model.n_filters": 16, "model.n_blocks": 2, "model.loss": "mse", "batch_size": 32}
     sampler = _PeakObjectStore()
     before = object_store_used()
