@@ -54,7 +54,6 @@ class SharedWindows:
 
     challenge: int
     refs: dict[str, Any]  # subject -> ObjectRef of {"eeg": array, "meta": frame}
-    nbytes: int  # the windows' bytes as stored
 
     def window_set(self, subjects: tuple[str, ...]) -> WindowSet:
         """These subjects' windows in canonical order, reading the shared copies in place."""
@@ -100,12 +99,12 @@ def share_windows(store: str | Path, challenge: int, progress: bool = False) -> 
         rows = dict(zip(counts, ray.get(list(counts.values())), strict=True))
     except ray.exceptions.RayTaskError as exc:  # its message names the file
         raise RuntimeError(f"{store}: could not read a subject's windows: {exc}") from exc
-    size = store_size(store, challenge)
-    if sum(rows.values()) != size.windows:
+    listed = store_size(store, challenge).windows
+    if sum(rows.values()) != listed:
         raise RuntimeError(
-            f"{store}: read {sum(rows.values())} windows, the manifest lists {size.windows}"
+            f"{store}: read {sum(rows.values())} windows, the manifest lists {listed}"
         )
-    return SharedWindows(challenge, refs, size.stored_bytes)
+    return SharedWindows(challenge, refs)
 
 
 class SharedFoldSource(FoldSource):

@@ -166,8 +166,13 @@ def run_tune(
     space = get_space(job.space)
     if not space.supports(job.challenge):
         raise ValueError(f"space {space.name!r} is for challenge(s) {space.challenges}")
-    # The experiment's own settings come from its flags, not from --set.
-    clash = sorted(set(job.fixed) & (_searched_keys(space) | {"seed", "max_epochs"}))
+    # The experiment's own settings come from its flags, not from --set; the space is
+    # sampled for its keys only when something is fixed.
+    clash = (
+        sorted(set(job.fixed) & (_searched_keys(space) | {"seed", "max_epochs"}))
+        if job.fixed
+        else []
+    )
     if clash:
         raise ValueError(
             f"cannot fix {clash}: space {space.name!r} searches them, or a flag of its own "

@@ -60,11 +60,6 @@ class WindowSet:
     def n_times(self) -> int:
         return int(self._parts[0].shape[2])
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the samples this set reads (shared parts counted whole)."""
-        return int(sum(p.nbytes for p in self._parts))
-
     def take(self, idx: np.ndarray) -> np.ndarray:
         """The windows at positions ``idx`` as a new (len(idx), C, T) float32 array."""
         if self._part is None or self._row is None:

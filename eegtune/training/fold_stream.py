@@ -91,10 +91,6 @@ class FileWindowSet(WindowSet):
     def n_times(self) -> int:
         return int(self._shape[1])
 
-    @property
-    def nbytes(self) -> int:
-        return 0  # nothing held
-
     def take(self, idx: np.ndarray) -> np.ndarray:
         raise NotImplementedError("a streamed window set is read in order, not by position")
 
