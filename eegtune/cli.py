@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from eegtune import __version__
+from eegtune.ensembles.combiners import METHODS
 
 C1_TASK = "contrastChangeDetection"
 
@@ -261,6 +262,34 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from eegtune.ensembles import EnsembleRequest, build_ensemble, format_report
+
+    req = EnsembleRequest(
+        experiments=tuple(args.experiment),
+        challenge=int(args.challenge),
+        out=args.out,
+        method=args.method,
+        top_k=args.top_k,
+        size=args.size,
+        seeds=args.seeds,
+    )
+    if req.seeds:
+        import ray
+
+        from eegtune.distributed.runtime import start_ray
+
+        start_ray(args.address, args.num_cpus)
+    try:
+        result = build_ensemble(req)
+    finally:
+        if req.seeds:
+            ray.shutdown()
+    print(format_report(result))
+    print(f"ensemble in {Path(args.out).resolve()}")
+    return 0
+
+
 def _add_split_args(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--folds", type=int, default=5, help="subject-grouped K folds")
@@ -384,6 +413,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke-test", action="store_true", help="2 trials, 2 folds, 2 epochs")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("ensemble", help="combine the top trials' fold models into one predictor")
+    p.add_argument("--experiment", action="append", required=True, help="a tune experiment folder")
+    p.add_argument("--challenge", choices=("1", "2"), required=True)
+    p.add_argument("--method", choices=METHODS, default="greedy")
+    p.add_argument("--top-k", type=int, default=5, help="trials in `mean`; trials --seeds retrains")
+    p.add_argument("--size", type=int, default=25, help="picks of `greedy`, with replacement")
+    p.add_argument("--seeds", type=int, default=0, help="retrain the top-k with N new seeds (Ray)")
+    p.add_argument("--address", help="with --seeds: a Ray cluster (default: a local Ray)")
+    p.add_argument("--num-cpus", type=int, help="with --seeds: CPUs for a local Ray")
+    p.add_argument("--out", required=True, help="the ensemble folder to write")
+    p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("audit", help="show a store's folds and check they cannot leak")
     p.add_argument("store")

@@ -76,6 +76,9 @@ class FoldJob:
     split: str = "kfold"
     threads: int = 0  # 0 leaves torch's default
     replica: int = 0  # > 0: a data-parallel copy of the fold that leaves writing to replica 0
+    # The seed of the subject split when it must differ from the training seed: a finalist
+    # retrained with a new seed keeps its experiment's folds, so its OOF rows line up.
+    split_seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.challenge not in (1, 2):

@@ -50,12 +50,14 @@ OOF = "oof.parquet"
 
 
 def fold_subjects(job: FoldJob, hp: TrainConfig) -> FoldSubjects:
-    """The fold's fit / inner-validation / held-out subjects, from the seed alone."""
-    folds = make_folds(store_subjects(job.store, job.challenge), job.split, job.n_folds, hp.seed)
+    """The fold's fit / inner-validation / held-out subjects, from the split seed alone
+    (the training seed unless the job sets its own)."""
+    seed = hp.seed if job.split_seed is None else job.split_seed
+    folds = make_folds(store_subjects(job.store, job.challenge), job.split, job.n_folds, seed)
     if not 0 <= job.fold < len(folds):
         raise ValueError(f"fold {job.fold} does not exist; the split has {len(folds)} folds")
     fold = folds[job.fold]
-    fit, inner = inner_split(fold.train, hp.inner_val_fraction, hp.seed, job.fold)
+    fit, inner = inner_split(fold.train, hp.inner_val_fraction, seed, job.fold)
     return FoldSubjects(fit=fit, inner_val=inner, test=fold.test)
 
 

@@ -1,0 +1,173 @@
+"""``eegtune ensemble``: from finished experiments to one scored, guarded predictor.
+
+Steps: open the experiments and check they share their folds; take their COMPLETE trials
+as candidates (plus multi-seed finalists with ``seeds``); line up their OOF predictions;
+score every method nested and naive; apply the guard; write the chosen combination's
+members to ``out`` (atomically). Every method is scored so the table shows what the
+chosen one is measured against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eegtune.ensembles.candidates import (
+    Candidate,
+    check_same_folds,
+    experiment_candidates,
+    oof_rows,
+    open_experiment,
+)
+from eegtune.ensembles.combiners import METHODS
+from eegtune.ensembles.errors import EnsembleError
+from eegtune.ensembles.finalists import retrain_with_seeds, seed_spread
+from eegtune.ensembles.nested import N_BOOT, Scores, guarded, score_methods
+from eegtune.ensembles.predictor import write_ensemble
+
+
+@dataclass(frozen=True)
+class EnsembleRequest:
+    experiments: tuple[str, ...]
+    challenge: int
+    out: str
+    method: str = "greedy"
+    top_k: int = 5  # members of `mean`; also the trials `seeds` retrains
+    size: int = 25  # picks of `greedy` (with replacement)
+    seeds: int = 0  # new seeds per top trial (needs a running Ray)
+    n_boot: int = N_BOOT
+
+    def __post_init__(self) -> None:
+        if not self.experiments:
+            raise EnsembleError("give at least one --experiment")
+        if self.method not in METHODS:
+            raise EnsembleError(f"--method must be one of {METHODS}, got {self.method!r}")
+        if self.top_k < 1 or self.size < 1 or self.seeds < 0 or self.n_boot < 1000:
+            raise EnsembleError(
+                "--top-k and --size must be at least 1, --seeds at least 0, and the "
+                "bootstrap at least 1000 resamples"
+            )
+
+
+@dataclass
+class EnsembleResult:
+    scores: Scores
+    candidates: list[Candidate]
+    shipped: str  # the method, or the fallback the guard chose
+    guard: str  # the guard's one line, empty when the method shipped
+    description: dict[str, Any] = field(default_factory=dict)
+
+
+def build_ensemble(req: EnsembleRequest, log: Callable[[str], None] = print) -> EnsembleResult:
+    experiments = [open_experiment(p) for p in req.experiments]
+    check_same_folds(experiments, req.challenge)
+    candidates = [c for exp in experiments for c in experiment_candidates(exp)]
+    if req.seeds:
+        top = sorted(candidates, key=lambda c: c.oof_nrmse)[: req.top_k]
+        by_name = {exp.name: exp for exp in experiments}
+        if len(by_name) != len(experiments):
+            raise EnsembleError("two --experiment folders share a name; rename one")
+        candidates += retrain_with_seeds(by_name, top, req.seeds, log=log)
+    for cand in candidates:  # a trial without its fold models cannot become a member
+        cand.checkpoints()
+    log(
+        f"candidates: {len(candidates)} member(s) from {len(experiments)} experiment(s); a "
+        f"member is a trial (or a trial retrained with a new seed), predicting the mean of "
+        f"its {experiments[0].n_folds} fold models"
+    )
+    rows, _ = oof_rows(candidates)
+    scores = score_methods(rows, METHODS, req.top_k, req.size, req.n_boot, experiments[0].seed)
+    centre = float(rows.target.mean())
+    comb, guard = guarded(scores, req.method, len(candidates), centre)
+    shipped = req.method if not guard else guard.split("shipping the ")[-1].removesuffix(" instead")
+    used = [int(i) for i in comb.members]
+    members = [
+        {**candidates[i].to_dict(), "label": candidates[i].label, "weight": float(comb.weights[i])}
+        for i in used
+    ]
+    checkpoints = [candidates[i].checkpoints() for i in used]
+    spread = seed_spread(candidates)
+    description = {
+        "challenge": req.challenge,
+        "method": req.method,
+        "shipped": shipped,
+        "guard": guard,
+        "experiments": [str(e.path) for e in experiments],
+        "store": experiments[0].store,
+        "n_folds": experiments[0].n_folds,
+        "split_seed": experiments[0].seed,
+        "alpha": comb.alpha,
+        "centre": comb.centre,
+        "members": members,
+        "n_candidates": len(candidates),
+        "n_rows": len(rows.target),
+        "n_subjects": len(np.unique(rows.subject)),
+        "top_k": req.top_k,
+        "size": req.size,
+        "n_boot": req.n_boot,
+        "scores": scores_table(scores, candidates),
+        "seeds": {"per_trial": req.seeds, "spread": spread},
+    }
+    write_ensemble(Path(req.out), description, checkpoints)
+    return EnsembleResult(scores, candidates, shipped, guard, description)
+
+
+def scores_table(scores: Scores, candidates: list[Candidate]) -> dict[str, Any]:
+    best = candidates[scores.best_single]
+    return {
+        "best_single": {"member": best.label, "oof_nrmse": scores.best_single_nrmse},
+        "mean_predictor_nested_nrmse": scores.mean_predictor_nrmse,
+        "methods": {
+            name: {
+                **{k: v for k, v in asdict(s).items() if k not in ("combination", "method")},
+                "alpha": s.combination.alpha,
+                "members_used": len(s.combination.members),
+            }
+            for name, s in scores.methods.items()
+        },
+    }
+
+
+def format_report(result: EnsembleResult) -> str:
+    """The printed table: one row per method, nested beside naive, against the baselines."""
+    s = result.scores
+    header = (
+        f"{'method':<9} {'nested NRMSE [95% CI]':<26} {'gain vs best [95% CI]':<26} "
+        f"{'naive (in-sample)':>17} {'alpha':>6} {'members':>8}"
+    )
+    lines = [header]
+    for name, m in s.methods.items():
+        mark = "*" if name == result.description["method"] else " "
+        lo, hi = m.nested_interval
+        glo, ghi = m.gain_interval
+        lines.append(
+            f"{name + mark:<9} {m.nested_nrmse:.4f} [{lo:.4f}, {hi:.4f}]{'':<5} "
+            f"{m.gain:+7.2%} [{glo:+.2%}, {ghi:+.2%}]{'':<1} "
+            f"{m.naive_nrmse:>17.4f} {m.combination.alpha:>6.3f} {len(m.combination.members):>8}"
+        )
+    best = result.candidates[s.best_single]
+    lines.append(f"best single trial: {s.best_single_nrmse:.4f} ({best.label}, OOF)")
+    lines.append(f"mean predictor:    {s.mean_predictor_nrmse:.4f} (nested: each fold's own mean)")
+    spread = result.description["seeds"]["spread"]
+    if spread:
+        median = float(np.median([v["std"] for v in spread.values()]))
+        for trial, v in spread.items():
+            lines.append(f"seed spread {trial}: std {v['std']:.4f} over seeds {v['seeds']}")
+        gain = s.best_single_nrmse - s.methods[result.description["method"]].nested_nrmse
+        if gain < median:
+            lines.append(
+                f"the gain over the best single trial ({gain:+.4f} NRMSE) is smaller than "
+                f"the seed-to-seed spread ({median:.4f}): it is noise"
+            )
+    if result.guard:
+        lines.append(result.guard)
+    desc = result.description
+    lines.append(
+        f"shipped: {desc['shipped']}, {len(desc['members'])} member(s), "
+        f"alpha {desc['alpha']:.3f}, centre {desc['centre']:.4f}"
+    )
+    return "\n".join(lines)

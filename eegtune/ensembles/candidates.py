@@ -1,0 +1,184 @@
+"""An ensemble's candidates: the COMPLETE trials of one or more finished experiments.
+
+A **member** of an ensemble is a trial, not a fold model: on new data it predicts the mean
+of its K fold models (K-fold bagging), and its OOF vector (each subject predicted by the
+one fold model that never saw it) is what the combiners are fitted on. Experiments can
+only be pooled when their OOF rows are the same rows in the same folds: same store, same
+challenge, same K and split seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from eegtune.distributed.study import JOURNAL, results_table
+from eegtune.ensembles.errors import EnsembleError
+from eegtune.ensembles.nested import OOFRows
+from eegtune.training.train_func import CHECKPOINT, OOF
+
+if TYPE_CHECKING:
+    from eegtune.distributed.tune import TuneJob
+
+ROW_KEY = ["subject", "recording", "window_index"]
+SAME_FOLDS = ("challenge", "n_folds", "seed")  # what makes two experiments' folds the same
+
+
+@dataclass(frozen=True)
+class Experiment:
+    path: Path
+    settings: dict[str, Any]  # its tune_job.json
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def n_folds(self) -> int:
+        return int(self.settings["n_folds"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.settings["seed"])
+
+    @property
+    def store(self) -> str:
+        return str(self.settings["store"])
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One trial's fold models, as one member: ``trial_dir/fold{k}/checkpoint.pt``."""
+
+    experiment: str
+    trial: int
+    seed: int
+    trial_dir: Path
+    n_folds: int
+    oof_nrmse: float
+    params: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return f"{self.experiment}/trial {self.trial} seed {self.seed}"
+
+    def checkpoints(self) -> list[Path]:
+        files = [self.trial_dir / f"fold{k}" / CHECKPOINT for k in range(self.n_folds)]
+        missing = [str(f) for f in files if not f.exists()]
+        if missing:
+            raise EnsembleError(f"{self.label}: missing fold checkpoint(s) {missing}")
+        return files
+
+    def oof(self) -> pd.DataFrame:
+        files = [self.trial_dir / f"fold{k}" / OOF for k in range(self.n_folds)]
+        missing = [str(f) for f in files if not f.exists()]
+        if missing:
+            raise EnsembleError(f"{self.label}: missing out-of-fold predictions {missing}")
+        try:
+            frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        except Exception as exc:
+            raise EnsembleError(f"{self.label}: cannot read its OOF files: {exc}") from exc
+        return frame.sort_values(ROW_KEY, kind="stable").reset_index(drop=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "trial_dir": str(self.trial_dir)}
+
+
+def open_experiment(path: str | Path) -> Experiment:
+    path = Path(path)
+    saved = path / "tune_job.json"
+    if not saved.exists() or not (path / JOURNAL).exists():
+        raise EnsembleError(
+            f"{path} is not an eegtune tune experiment (no tune_job.json and {JOURNAL})"
+        )
+    return Experiment(path.resolve(), json.loads(saved.read_text()))
+
+
+def check_same_folds(experiments: list[Experiment], challenge: int) -> None:
+    """Refuse experiments whose OOF rows could not line up, naming the setting."""
+    for exp in experiments:
+        if int(exp.settings["challenge"]) != challenge:
+            raise EnsembleError(
+                f"{exp.path} is a Challenge {exp.settings['challenge']} experiment, "
+                f"not Challenge {challenge}"
+            )
+    first = experiments[0]
+    for exp in experiments[1:]:
+        differ = [k for k in SAME_FOLDS if exp.settings[k] != first.settings[k]]
+        if differ:
+            detail = ", ".join(f"{k} {first.settings[k]!r} vs {exp.settings[k]!r}" for k in differ)
+            raise EnsembleError(
+                f"{first.path} and {exp.path} do not share their folds ({detail}): "
+                f"their out-of-fold predictions are not comparable"
+            )
+
+
+def experiment_job(exp: Experiment) -> TuneJob:
+    """The experiment's TuneJob, at the folder it is in now (it may have moved)."""
+    from eegtune.distributed.tune import TuneJob
+
+    fields = {f.name for f in dataclasses.fields(TuneJob)}
+    settings = {k: v for k, v in exp.settings.items() if k in fields}
+    return TuneJob(**{**settings, "storage_path": str(exp.path.parent), "name": exp.name})
+
+
+def experiment_candidates(exp: Experiment) -> list[Candidate]:
+    """The experiment's COMPLETE trials (STOPPED ones have no OOF predictions)."""
+    table = results_table(experiment_job(exp))
+    done = table[table["status"] == "COMPLETE"] if not table.empty else table
+    if done.empty:
+        raise EnsembleError(f"{exp.path} has no COMPLETE trial to build an ensemble from")
+    skip = ("trial", "status", "trial_dir", "oof_nrmse")
+    return [
+        Candidate(
+            experiment=exp.name,
+            trial=int(row["trial"]),
+            seed=exp.seed,
+            trial_dir=Path(row["trial_dir"]),
+            n_folds=exp.n_folds,
+            oof_nrmse=float(row["oof_nrmse"]),
+            params={k: _plain(v) for k, v in row.items() if k not in skip},
+        )
+        for row in done.to_dict("records")
+    ]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
+
+
+def oof_rows(candidates: list[Candidate]) -> tuple[OOFRows, pd.DataFrame]:
+    """The candidates' OOF predictions side by side, refusing any that cover other rows
+    or put a row in another fold; also the rows' identities (subject, recording, …)."""
+    ref_frame = candidates[0].oof()
+    preds = np.empty((len(ref_frame), len(candidates)), dtype=np.float32)
+    preds[:, 0] = ref_frame["prediction"].to_numpy()
+    for m, cand in enumerate(candidates[1:], start=1):
+        frame = cand.oof()
+        same = len(frame) == len(ref_frame) and all(
+            np.array_equal(frame[k].to_numpy(), ref_frame[k].to_numpy()) for k in [*ROW_KEY, "fold"]
+        )
+        if not same:
+            raise EnsembleError(
+                f"{cand.label} and {candidates[0].label} have different out-of-fold rows "
+                f"({len(frame)} vs {len(ref_frame)} windows, or other folds): they were "
+                f"not trained on the same store and folds"
+            )
+        preds[:, m] = frame["prediction"].to_numpy()
+    rows = OOFRows(
+        preds=preds,
+        target=ref_frame["target"].to_numpy(dtype=np.float64),
+        fold=ref_frame["fold"].to_numpy(),
+        subject=ref_frame["subject"].astype(str).to_numpy(),
+    )
+    return rows, ref_frame[[*ROW_KEY, "release", "target", "fold"]]

@@ -1,0 +1,5 @@
+"""The one error the ensembles raise for a request they refuse (the CLI exits 2 on it)."""
+
+
+class EnsembleError(ValueError):
+    """An ensemble that cannot be built as asked; the message says why and names the file."""
