@@ -31,6 +31,8 @@ demo: $(STAMP)
 		--folds 4 --set max_epochs=8 --out $(DEMO)/runs/c1_softargmax_tcn
 	$(VENV)/bin/eegtune tune --store $(DEMO)/store --challenge 1 --space softargmax_tcn \
 		--name demo --storage-path $(DEMO)/tune --smoke-test --quiet
+	$(VENV)/bin/eegtune ensemble --experiment $(DEMO)/tune/demo --challenge 1 \
+		--out $(DEMO)/ensemble_c1
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

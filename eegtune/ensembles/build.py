@@ -163,6 +163,12 @@ def format_report(result: EnsembleResult) -> str:
                 f"the gain over the best single trial ({gain:+.4f} NRMSE) is smaller than "
                 f"the seed-to-seed spread ({median:.4f}): it is noise"
             )
+    chosen = s.methods[result.description["method"]]
+    if chosen.gain_interval[0] <= 0 <= chosen.gain_interval[1]:
+        lines.append(
+            f"{chosen.method}'s gain over the best single trial has a 95% interval that "
+            f"includes 0: on these subjects it is not distinguishable from that trial"
+        )
     if result.guard:
         lines.append(result.guard)
     desc = result.description
