@@ -290,6 +290,39 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submission(args: argparse.Namespace) -> int:
+    from eegtune.ensembles.submission import export_submission
+
+    info = export_submission(args.c1, args.c2, args.out)
+    print(
+        f"wrote {info.path.resolve()} ({info.size_bytes / 2**20:.1f} MiB): {', '.join(info.files)}"
+    )
+    for challenge, members in info.members.items():
+        listed = "; ".join(members) if members else "none: the mean predictor"
+        print(f"Challenge {challenge} members: {listed}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from eegtune.ensembles.scoring import format_scores, score_submission
+
+    zip_path = Path(args.submission)
+    predictions = args.predictions or zip_path.with_name(f"{zip_path.stem}_predictions.parquet")
+    report = score_submission(
+        zip_path,
+        args.bids,
+        predictions,
+        fast=args.fast,
+        log=(lambda _: None) if args.quiet else print,
+    )
+    floors = None
+    if args.oracle:
+        oracle = json.loads(Path(args.oracle).read_text())
+        floors = {c: oracle[f"challenge{c}"]["nrmse_floor"] for c in (1, 2)}
+    print(format_scores(report, floors))
+    return 0
+
+
 def _add_split_args(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--folds", type=int, default=5, help="subject-grouped K folds")
@@ -425,6 +458,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-cpus", type=int, help="with --seeds: CPUs for a local Ray")
     p.add_argument("--out", required=True, help="the ensemble folder to write")
     p.set_defaults(func=cmd_ensemble)
+
+    p = sub.add_parser("submission", help="export two ensembles as the challenge's zip")
+    p.add_argument("--c1", required=True, help="the Challenge 1 ensemble folder")
+    p.add_argument("--c2", required=True, help="the Challenge 2 ensemble folder")
+    p.add_argument("--out", required=True, help="the zip to write")
+    p.set_defaults(func=cmd_submission)
+
+    p = sub.add_parser("score", help="score a submission zip as the challenge's scorer does")
+    p.add_argument("--submission", required=True, help="the zip")
+    p.add_argument("--bids", action="append", required=True, help="a release root (repeatable)")
+    p.add_argument("--fast", action="store_true", help=f"batches of {256}, not the scorer's 1")
+    p.add_argument("--predictions", help="per-window Parquet (default: beside the zip)")
+    p.add_argument("--oracle", help="a synthetic data set's oracle.json, to print its floors")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("audit", help="show a store's folds and check they cannot leak")
     p.add_argument("store")

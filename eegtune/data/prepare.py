@@ -168,7 +168,7 @@ def unit_is_current(store: Path, unit: SubjectUnit, options: PrepareOptions) -> 
     return record
 
 
-def _c1_windows(rec: Recording, signal) -> Windows:
+def challenge1_windows(rec: Recording, signal) -> Windows:
     events = read_events(rec.events_path)
     check_events_within(signal, events, rec.events_path)
     trials = scored_trials(events)
@@ -216,7 +216,7 @@ def process_unit(unit: SubjectUnit, store: Path, options: PrepareOptions) -> dic
             continue
         if 1 in wanted:
             try:
-                parts[1].append((rec, _c1_windows(rec, signal)))
+                parts[1].append((rec, challenge1_windows(rec, signal)))
             except RecordingError as exc:
                 skipped.append(_skip(exc.path, [1], exc.problem))
         if 2 in wanted:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
 
+from eegtune.ensembles.ensemble_module import EnsemblePredictor, TrialBag
 from eegtune.ensembles.errors import EnsembleError
 from eegtune.models import model_from_config
 
@@ -25,38 +25,7 @@ DESCRIPTION = "ensemble.json"
 MEMBERS = "members"
 FORMAT = 1
 
-
-class TrialBag(nn.Module):
-    """One member: the mean of a trial's K fold models."""
-
-    def __init__(self, folds: list[nn.Module]) -> None:
-        super().__init__()
-        self.folds = nn.ModuleList(folds)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.stack([m(x) for m in self.folds]).mean(dim=0)
-
-
-class EnsemblePredictor(nn.Module):
-    """Raw µV (B, 129, 200) float32 in, (B, 1) out:
-    ``centre + alpha · (Σ_m weight_m · member_m(x) − centre)``; no members predicts
-    ``centre`` (the mean predictor)."""
-
-    def __init__(self, members: list[TrialBag], weights: list[float], alpha: float, centre: float):
-        super().__init__()
-        if len(members) != len(weights):
-            raise ValueError(f"{len(members)} members but {len(weights)} weights")
-        self.members = nn.ModuleList(members)
-        self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32))
-        self.register_buffer("alpha", torch.tensor(float(alpha), dtype=torch.float32))
-        self.register_buffer("centre", torch.tensor(float(centre), dtype=torch.float32))
-
-    def forward(self, x: Tensor) -> Tensor:
-        if len(self.members) == 0:
-            return self.centre.expand(x.shape[0], 1).clone()
-        outs = torch.stack([m(x) for m in self.members], dim=-1)  # (B, 1, M)
-        ens = (outs * self.weights).sum(dim=-1)
-        return self.centre + self.alpha * (ens - self.centre)
+__all__ = ["EnsemblePredictor", "TrialBag", "load_ensemble", "read_description", "write_ensemble"]
 
 
 def write_ensemble(out: Path, description: dict[str, Any], members: list[list[Path]]) -> None:
