@@ -23,16 +23,28 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	rm -rf $(DEMO)
-	$(VENV)/bin/eegtune synth --out $(DEMO)/bids --subjects 8 --releases R1,R2 --seed 0
+	# Training subjects (R1, R2) and held-out subjects (R3, another seed) never meet.
+	$(VENV)/bin/eegtune synth --out $(DEMO)/bids --subjects 8 --releases R1,R2 --seed 0 --quiet
+	$(VENV)/bin/eegtune synth --out $(DEMO)/heldout --subjects 4 --releases R3 --seed 1 --quiet
 	$(VENV)/bin/eegtune prepare --bids $(DEMO)/bids --out $(DEMO)/store --workers 2
 	$(VENV)/bin/eegtune info $(DEMO)/store --verify
 	$(VENV)/bin/eegtune audit $(DEMO)/store --folds 4
 	$(VENV)/bin/eegtune cv --store $(DEMO)/store --challenge 1 --model softargmax_tcn \
 		--folds 4 --set max_epochs=8 --out $(DEMO)/runs/c1_softargmax_tcn
 	$(VENV)/bin/eegtune tune --store $(DEMO)/store --challenge 1 --space softargmax_tcn \
-		--name demo --storage-path $(DEMO)/tune --smoke-test --quiet
-	$(VENV)/bin/eegtune ensemble --experiment $(DEMO)/tune/demo --challenge 1 \
+		--trials 4 --folds 4 --max-epochs 6 --scheduler fifo --name c1 \
+		--storage-path $(DEMO)/tune --quiet
+	$(VENV)/bin/eegtune tune --store $(DEMO)/store --challenge 2 --space sparse_attention \
+		--trials 3 --folds 4 --max-epochs 2 --scheduler fifo --name c2 \
+		--storage-path $(DEMO)/tune --quiet
+	$(VENV)/bin/eegtune ensemble --experiment $(DEMO)/tune/c1 --challenge 1 \
 		--out $(DEMO)/ensemble_c1
+	$(VENV)/bin/eegtune ensemble --experiment $(DEMO)/tune/c2 --challenge 2 \
+		--out $(DEMO)/ensemble_c2
+	$(VENV)/bin/eegtune submission --c1 $(DEMO)/ensemble_c1 --c2 $(DEMO)/ensemble_c2 \
+		--out $(DEMO)/submission.zip
+	$(VENV)/bin/eegtune score --submission $(DEMO)/submission.zip --bids $(DEMO)/heldout \
+		--oracle $(DEMO)/heldout/oracle.json --fast
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
