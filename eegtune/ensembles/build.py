@@ -82,8 +82,7 @@ def build_ensemble(req: EnsembleRequest, log: Callable[[str], None] = print) -> 
     rows, _ = oof_rows(candidates)
     scores = score_methods(rows, METHODS, req.top_k, req.size, req.n_boot, experiments[0].seed)
     centre = float(rows.target.mean())
-    comb, guard = guarded(scores, req.method, len(candidates), centre)
-    shipped = req.method if not guard else guard.split("shipping the ")[-1].removesuffix(" instead")
+    comb, shipped, guard = guarded(scores, req.method, len(candidates), centre)
     used = [int(i) for i in comb.members]
     members = [
         {**candidates[i].to_dict(), "label": candidates[i].label, "weight": float(comb.weights[i])}

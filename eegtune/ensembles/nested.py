@@ -132,9 +132,13 @@ def score_methods(
     )
 
 
-def guarded(scores: Scores, method: str, n_members: int, centre: float) -> tuple[Combination, str]:
+def guarded(
+    scores: Scores, method: str, n_members: int, centre: float
+) -> tuple[Combination, str, str]:
     """What ships: ``method``'s combination if its nested NRMSE beats both the best single
-    trial and the mean predictor; otherwise the better of those two, said in one line."""
+    trial and the mean predictor; otherwise the better of those two. Returns the
+    combination, the name of what ships, and the guard's one line (empty if it did not
+    step in)."""
     chosen = scores.methods[method]
     fallbacks = {
         "best single trial": (
@@ -145,10 +149,14 @@ def guarded(scores: Scores, method: str, n_members: int, centre: float) -> tuple
     }
     name, (value, comb) = min(fallbacks.items(), key=lambda kv: kv[1][0])
     if chosen.nested_nrmse < value:
-        return chosen.combination, ""
-    return comb, (
-        f"guard: {method}'s nested NRMSE {chosen.nested_nrmse:.4f} does not beat the {name} "
-        f"({value:.4f}); shipping the {name} instead"
+        return chosen.combination, method, ""
+    return (
+        comb,
+        name,
+        (
+            f"guard: {method}'s nested NRMSE {chosen.nested_nrmse:.4f} does not beat the {name} "
+            f"({value:.4f}); shipping the {name} instead"
+        ),
     )
 
 

@@ -153,7 +153,8 @@ def test_guard_falls_back_when_members_are_noise():
     scores = score_methods(rows, ("greedy",), size=10, n_boot=50)
     assert scores.mean_predictor_nrmse < scores.best_single_nrmse
     centre = float(rows.target.mean())
-    comb, message = guarded(scores, "greedy", 4, centre)
+    comb, shipped, message = guarded(scores, "greedy", 4, centre)
+    assert shipped == "mean predictor"
     assert "guard" in message and "mean predictor" in message
     assert comb.alpha == 0.0 and not comb.weights.any()
     np.testing.assert_array_equal(comb.predict(rows.preds), np.full(len(rows.target), centre))
@@ -163,8 +164,8 @@ def test_guard_keeps_a_method_that_beats_both_baselines():
     rows = make_rows(noise=(0.3, 0.35, 0.4, 2.0), seed=7)
     scores = score_methods(rows, ("greedy",), size=10, n_boot=50)
     assert scores.methods["greedy"].nested_nrmse < scores.best_single_nrmse
-    comb, message = guarded(scores, "greedy", 4, float(rows.target.mean()))
-    assert message == ""
+    comb, shipped, message = guarded(scores, "greedy", 4, float(rows.target.mean()))
+    assert message == "" and shipped == "greedy"
     assert comb is scores.methods["greedy"].combination
 
 
@@ -177,14 +178,17 @@ def test_guard_prefers_best_single_when_it_beats_the_mean_predictor():
     )
     scores = dataclasses.replace(scores, methods={"weighted": worse})
     centre = float(rows.target.mean())
-    comb, message = guarded(scores, "weighted", 4, centre)
+    comb, shipped, message = guarded(scores, "weighted", 4, centre)
+    assert shipped == "best single trial"
     assert message.startswith("guard:") and "best single trial" in message
     np.testing.assert_array_equal(comb.weights, np.eye(4)[scores.best_single])
     assert comb.alpha == 1.0 and comb.centre == centre
 
     # A tie is not a win: the method must strictly beat the baseline.
     tied = dataclasses.replace(worse, nested_nrmse=scores.best_single_nrmse)
-    _, message = guarded(dataclasses.replace(scores, methods={"weighted": tied}), "weighted", 4, 0)
+    _, _, message = guarded(
+        dataclasses.replace(scores, methods={"weighted": tied}), "weighted", 4, 0
+    )
     assert message
 
 
