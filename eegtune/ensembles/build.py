@@ -118,7 +118,11 @@ def build_ensemble(req: EnsembleRequest, log: Callable[[str], None] = print) -> 
 def scores_table(scores: Scores, candidates: list[Candidate]) -> dict[str, Any]:
     best = candidates[scores.best_single]
     return {
-        "best_single": {"member": best.label, "oof_nrmse": scores.best_single_nrmse},
+        "best_single": {
+            "member": best.label,
+            "oof_nrmse": scores.best_single_nrmse,
+            "nested_nrmse": scores.best_single_nested_nrmse,
+        },
         "mean_predictor_nested_nrmse": scores.mean_predictor_nrmse,
         "methods": {
             name: {
@@ -149,7 +153,10 @@ def format_report(result: EnsembleResult) -> str:
             f"{m.naive_nrmse:>17.4f} {m.combination.alpha:>6.3f} {len(m.combination.members):>8}"
         )
     best = result.candidates[s.best_single]
-    lines.append(f"best single trial: {s.best_single_nrmse:.4f} ({best.label}, OOF)")
+    lines.append(
+        f"best single trial: {s.best_single_nrmse:.4f} ({best.label}, OOF; chosen in-sample), "
+        f"{s.best_single_nested_nrmse:.4f} chosen nested"
+    )
     lines.append(f"mean predictor:    {s.mean_predictor_nrmse:.4f} (nested: each fold's own mean)")
     spread = result.description["seeds"]["spread"]
     if spread:
