@@ -25,7 +25,7 @@ demo: $(STAMP)
 	rm -rf $(DEMO)
 	# Training subjects (R1, R2) and held-out subjects (R3, another seed) never meet.
 	$(VENV)/bin/eegtune synth --out $(DEMO)/bids --subjects 8 --releases R1,R2 --seed 0 --quiet
-	$(VENV)/bin/eegtune synth --out $(DEMO)/heldout --subjects 4 --releases R3 --seed 1 --quiet
+	$(VENV)/bin/eegtune synth --out $(DEMO)/heldout --subjects 6 --releases R3 --seed 1 --quiet
 	$(VENV)/bin/eegtune prepare --bids $(DEMO)/bids --out $(DEMO)/store --workers 2
 	$(VENV)/bin/eegtune info $(DEMO)/store --verify
 	$(VENV)/bin/eegtune audit $(DEMO)/store --folds 4

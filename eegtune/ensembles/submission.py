@@ -103,9 +103,6 @@ def bundled_sources(architectures: set[str]) -> dict[str, str]:
         )
         or "# no architectures: every ensemble in this zip is the mean predictor\n"
     )
-    for file, text in sources.items():
-        if _ANY_EEGTUNE.search(text):
-            raise EnsembleError(f"{file} would import eegtune inside the zip; cannot export it")
     return sources
 
 
@@ -123,10 +120,10 @@ def export_submission(c1_dir: str | Path, c2_dir: str | Path, out: str | Path) -
     for challenge, ens_dir in ((1, Path(c1_dir)), (2, Path(c2_dir))):
         blobs[challenge], used = weights_blob(ens_dir, challenge)
         names |= used
-    files = {
-        "submission.py": ENTRY.read_text(),
-        **bundled_sources(names),
-    }
+    files = {"submission.py": ENTRY.read_text(), **bundled_sources(names)}
+    for file, text in files.items():
+        if _ANY_EEGTUNE.search(text):
+            raise EnsembleError(f"{file} would import eegtune inside the zip; cannot export it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:

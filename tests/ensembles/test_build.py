@@ -14,7 +14,8 @@ import torch
 from eegtune.cli import main
 from eegtune.ensembles import METHODS, load_ensemble
 
-pytestmark = pytest.mark.slow
+# The shared experiment fixture is built inside the first test that asks for it.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def _oof(trial_dir: Path) -> pd.DataFrame:

@@ -20,7 +20,7 @@ def _oof(trial_dir: Path) -> pd.DataFrame:
     return pd.concat(frames).sort_values(["subject", "recording", "window_index"])
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_seeds_retrain_the_top_trial_on_the_same_folds_and_resume(
     finished_experiment, tmp_path, capsys
 ):

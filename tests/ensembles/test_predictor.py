@@ -10,7 +10,8 @@ from eegtune.ensembles.candidates import experiment_candidates, open_experiment
 from eegtune.ensembles.predictor import load_ensemble, write_ensemble
 from eegtune.training.train_func import load_checkpoint
 
-pytestmark = pytest.mark.slow
+# The shared experiment fixture is built inside the first test that asks for it.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def test_loaded_ensemble_equals_the_members_combined_by_hand(finished_experiment, tmp_path):
