@@ -23,10 +23,12 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	rm -rf $(DEMO)
-	# Training subjects (R1, R2) and held-out subjects (R3, another seed) never meet.
-	$(VENV)/bin/eegtune synth --out $(DEMO)/bids --subjects 8 --releases R1,R2 --seed 0 --quiet
-	$(VENV)/bin/eegtune synth --out $(DEMO)/heldout --subjects 6 --releases R3 --seed 1 --quiet
-	$(VENV)/bin/eegtune prepare --bids $(DEMO)/bids --out $(DEMO)/store --workers 2
+	# One synthetic data set, 4 subjects per release: R1 and R2 train, R3 is held out of
+	# the store and scored at the end.
+	$(VENV)/bin/eegtune synth --out $(DEMO)/bids --subjects 12 --releases R1,R2,R3 --seed 0 \
+		--quiet
+	$(VENV)/bin/eegtune prepare --bids $(DEMO)/bids/R1_L100_bdf --bids $(DEMO)/bids/R2_L100_bdf \
+		--out $(DEMO)/store --workers 2
 	$(VENV)/bin/eegtune info $(DEMO)/store --verify
 	$(VENV)/bin/eegtune audit $(DEMO)/store --folds 4
 	$(VENV)/bin/eegtune cv --store $(DEMO)/store --challenge 1 --model softargmax_tcn \
@@ -43,8 +45,8 @@ demo: $(STAMP)
 		--out $(DEMO)/ensemble_c2
 	$(VENV)/bin/eegtune submission --c1 $(DEMO)/ensemble_c1 --c2 $(DEMO)/ensemble_c2 \
 		--out $(DEMO)/submission.zip
-	$(VENV)/bin/eegtune score --submission $(DEMO)/submission.zip --bids $(DEMO)/heldout \
-		--oracle $(DEMO)/heldout/oracle.json --fast
+	$(VENV)/bin/eegtune score --submission $(DEMO)/submission.zip \
+		--bids $(DEMO)/bids/R3_L100_bdf --oracle $(DEMO)/bids/oracle.json --fast
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -184,6 +184,8 @@ def format_scores(report: ScoreReport, floors: dict[int, float] | None = None) -
             f"Challenge {c}: {s.windows_per_s:.0f} windows/s in the scorer's process, "
             f"{s.model_share:.0%} of it inside the models"
         )
+    if floors:
+        lines.append("oracle: the generator's floors over its whole synthetic data set")
     lines += [f"not scored: {p}" for p in report.problems]
     lines.append(f"per-window predictions: {report.predictions}")
     return "\n".join(lines)
