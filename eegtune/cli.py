@@ -314,6 +314,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         predictions,
         fast=args.fast,
         log=(lambda _: None) if args.quiet else print,
+        max_subjects=2 if args.smoke_test else None,
     )
     floors = None
     if args.oracle:
@@ -471,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help=f"batches of {256}, not the scorer's 1")
     p.add_argument("--predictions", help="per-window Parquet (default: beside the zip)")
     p.add_argument("--oracle", help="a synthetic data set's oracle.json, to print its floors")
+    p.add_argument("--smoke-test", action="store_true", help="only the first 2 subjects")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_score)
 

@@ -112,13 +112,16 @@ def score_submission(
     predictions: str | Path,
     fast: bool = False,
     log: Callable[[str], None] = print,
+    max_subjects: int | None = None,
 ) -> ScoreReport:
     zip_path = Path(zip_path)
     with tempfile.TemporaryDirectory(prefix="eegtune_score_") as tmp:
         zip_dir = Path(tmp) / "submission"
         zip_dir.mkdir()
         unpack_submission(zip_path, zip_dir)
-        windows = build_scoring_set([Path(b) for b in bids], Path(tmp) / "windows", log=log)
+        windows = build_scoring_set(
+            [Path(b) for b in bids], Path(tmp) / "windows", log=log, max_subjects=max_subjects
+        )
         scores, frames = {}, []
         for challenge in (1, 2):
             rows = windows.rows(challenge)

@@ -54,13 +54,18 @@ def scorer_crops(windows: np.ndarray, seed: int = CROP_SEED) -> np.ndarray:
 
 
 def build_scoring_set(
-    roots: list[Path], work: Path, log: Callable[[str], None] = print
+    roots: list[Path],
+    work: Path,
+    log: Callable[[str], None] = print,
+    max_subjects: int | None = None,
 ) -> ScoringSet:
-    """Cut every CCD recording under ``roots`` into both challenges' scoring windows."""
+    """Cut every CCD recording under ``roots`` into both challenges' scoring windows
+    (of the first ``max_subjects`` subjects only, for a smoke test)."""
     try:
         units, skipped, _ = plan_units([Path(r) for r in roots], PrepareOptions())
     except DatasetError as exc:
         raise ValueError(str(exc)) from exc
+    units = units[:max_subjects]
     out = ScoringSet(problems=[f"{s['path']}: {s['reason']}" for s in skipped])
     recordings = [(u, r) for u in units for r in u.recordings if r.task == CCD]
     if not recordings:
