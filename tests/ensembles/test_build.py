@@ -131,3 +131,20 @@ def test_a_refused_first_build_leaves_no_folder(experiment_copy, tmp_path, capsy
     argv = ["ensemble", "--experiment", str(experiment_copy), "--challenge", "1"]
     assert main([*argv, "--out", str(out)]) == 2
     assert not out.exists() and not list(tmp_path.glob(".ens*"))
+
+
+def test_members_that_are_noise_trip_the_guard_in_the_command(experiment_copy, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for trial in _trial_dirs(experiment_copy):
+        for k in (0, 1):
+            f = trial / f"fold{k}" / "oof.parquet"
+            frame = pd.read_parquet(f)
+            noise = frame["target"].mean() + rng.normal(0, 2 * frame["target"].std(), len(frame))
+            frame.assign(prediction=noise.astype(np.float32)).to_parquet(f, index=False)
+    out = tmp_path / "ens"
+    argv = ["ensemble", "--experiment", str(experiment_copy), "--challenge", "1"]
+    assert main([*argv, "--method", "greedy", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    desc = json.loads((out / "ensemble.json").read_text())
+    assert desc["shipped"] != "greedy" and desc["guard"].startswith("guard: greedy's nested")
+    assert desc["guard"] in printed
