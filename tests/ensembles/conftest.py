@@ -12,12 +12,12 @@ import pytest
 
 @pytest.fixture(scope="session")
 def finished_experiment(prepared_store, tmp_path_factory) -> Path:
-    """Three FIFO trials (so all three finish) of 2 folds × 2 epochs on Challenge 1."""
+    """Three FIFO trials (so all three finish) of 2 folds × 1 epoch on Challenge 1."""
     runs = tmp_path_factory.mktemp("ens_runs")
     cmd = [
         sys.executable, "-m", "eegtune.cli", "tune",
         "--store", str(prepared_store), "--challenge", "1", "--space", "softargmax_tcn",
-        "--trials", "3", "--folds", "2", "--max-epochs", "2", "--scheduler", "fifo",
+        "--trials", "3", "--folds", "2", "--max-epochs", "1", "--scheduler", "fifo",
         "--name", "c1", "--storage-path", str(runs), "--num-cpus", "2", "--quiet",
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
