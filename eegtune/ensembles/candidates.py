@@ -21,7 +21,7 @@ import pandas as pd
 from eegtune.distributed.study import JOURNAL, results_table
 from eegtune.ensembles.errors import EnsembleError
 from eegtune.ensembles.nested import OOFRows
-from eegtune.training.train_func import CHECKPOINT, OOF
+from eegtune.training.train_func import CHECKPOINT, oof_frame
 
 if TYPE_CHECKING:
     from eegtune.distributed.tune import TuneJob
@@ -76,12 +76,10 @@ class Candidate:
         return files
 
     def oof(self) -> pd.DataFrame:
-        files = [self.trial_dir / f"fold{k}" / OOF for k in range(self.n_folds)]
-        missing = [str(f) for f in files if not f.exists()]
-        if missing:
-            raise EnsembleError(f"{self.label}: missing out-of-fold predictions {missing}")
         try:
-            frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+            frame = oof_frame(self.trial_dir, self.n_folds)
+        except FileNotFoundError as exc:
+            raise EnsembleError(f"{self.label}: {exc}") from exc
         except Exception as exc:
             raise EnsembleError(f"{self.label}: cannot read its OOF files: {exc}") from exc
         return frame.sort_values(ROW_KEY, kind="stable").reset_index(drop=True)

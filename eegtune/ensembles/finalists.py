@@ -22,6 +22,7 @@ import numpy as np
 from eegtune.ensembles.candidates import Candidate, Experiment, experiment_job
 from eegtune.ensembles.errors import EnsembleError
 from eegtune.metrics import nrmse
+from eegtune.training.train_func import CHECKPOINT, OOF
 
 FINALISTS = "finalists"
 
@@ -92,9 +93,7 @@ def retrain_with_seeds(
 
 def _finished(run_dir: Path, n_folds: int) -> bool:
     return all(
-        (run_dir / f"fold{k}" / name).exists()
-        for k in range(n_folds)
-        for name in ("oof.parquet", "checkpoint.pt")
+        (run_dir / f"fold{k}" / name).exists() for k in range(n_folds) for name in (OOF, CHECKPOINT)
     )
 
 
