@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from eegtune import storage
 from eegtune.data.store import load_manifest, sha256_file
 
 
-def verify_store(store: Path, manifest: dict) -> list[str]:
+def verify_store(store: str | Path, manifest: dict) -> list[str]:
     """Files whose size or checksum no longer matches the manifest."""
     problems = []
     for f in manifest["files"]:
-        path = Path(store) / f["path"]
-        if not path.exists():
+        path = storage.join(store, f["path"])
+        if not storage.exists(path):
             problems.append(f"{path}: missing")
-        elif path.stat().st_size != f["bytes"] or sha256_file(path) != f["sha256"]:
+        elif storage.size(path) != f["bytes"] or sha256_file(path) != f["sha256"]:
             problems.append(f"{path}: changed since it was written (checksum mismatch)")
     return problems
 
@@ -23,8 +24,8 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
-def describe_store(store: Path, verify: bool = False) -> str:
-    store = Path(store)
+def describe_store(store: str | Path, verify: bool = False) -> str:
+    store = storage.normalize(store)
     manifest = load_manifest(store)
     if manifest is None:
         raise FileNotFoundError(f"{store}: no manifest.json (is this a window store?)")

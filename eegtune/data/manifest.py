@@ -13,27 +13,26 @@ from pathlib import Path
 
 import numpy as np
 
-from eegtune import __version__
-from eegtune.data.bids import atomic_write_text
+from eegtune import __version__, storage
 from eegtune.data.signal import CHANNELS, TARGET_SFREQ
 from eegtune.data.store import SCHEMA_VERSION, ChannelSums, unit_path
 
 EEG_SHAPES = {"1": [len(CHANNELS), 200], "2": [len(CHANNELS), 400]}
 
 
-def load_unit(store: Path, release: str, subject: str) -> dict | None:
+def load_unit(store: str | Path, release: str, subject: str) -> dict | None:
     path = unit_path(store, release, subject)
-    if not path.exists():
+    if not storage.exists(path):
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(storage.read_text(path))
     except json.JSONDecodeError:
         return None  # a damaged record only means the unit is redone
 
 
-def save_unit(store: Path, record: dict) -> None:
+def save_unit(store: str | Path, record: dict) -> None:
     path = unit_path(store, record["release"], record["subject"])
-    atomic_write_text(path, json.dumps(record, default=float))
+    storage.write_text(path, json.dumps(record, default=float))
 
 
 def _target_summary(parts: list[dict]) -> dict:

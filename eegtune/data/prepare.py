@@ -9,7 +9,7 @@ match, so an interrupted run resumes where it stopped and loses nothing it wrote
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from eegtune import storage
 from eegtune.data.bids import (
     Participant,
     Recording,
@@ -34,6 +35,7 @@ from eegtune.data.store import (
     SCHEMA_VERSION,
     ChannelSums,
     output_path,
+    relative_output,
     save_manifest,
     sha256_file,
     windows_table,
@@ -57,7 +59,6 @@ class PrepareOptions:
     dtype: str = "float32"
     strict: bool = False
     workers: int = 1
-    address: str | None = None  # a Ray cluster ("auto", HOST:PORT, or "local") for the units
 
     def __post_init__(self) -> None:
         if not set(self.challenges) <= {1, 2} or not self.challenges:
@@ -152,7 +153,7 @@ def unit_sources(unit: SubjectUnit) -> list[dict]:
     return [fp for fp in (_fingerprint(p) for p in paths) if fp is not None]
 
 
-def unit_is_current(store: Path, unit: SubjectUnit, options: PrepareOptions) -> dict | None:
+def unit_is_current(store: str | Path, unit: SubjectUnit, options: PrepareOptions) -> dict | None:
     """The unit's saved record if its options, sources and outputs all still match."""
     record = load_unit(store, unit.release, unit.subject)
     if record is None or record.get("options") != options.fingerprint():
@@ -160,8 +161,8 @@ def unit_is_current(store: Path, unit: SubjectUnit, options: PrepareOptions) -> 
     if record.get("sources") != unit_sources(unit):
         return None
     for out in record.get("outputs", {}).values():
-        path = Path(store) / out["path"]
-        if not path.exists() or path.stat().st_size != out["bytes"]:
+        path = storage.join(store, out["path"])
+        if not storage.exists(path) or storage.size(path) != out["bytes"]:
             return None
         if sha256_file(path) != out["sha256"]:
             return None
@@ -198,7 +199,7 @@ def _recording_columns(unit: SubjectUnit, rec: Recording, n: int) -> pd.DataFram
     )
 
 
-def process_unit(unit: SubjectUnit, store: Path, options: PrepareOptions) -> dict:
+def process_unit(unit: SubjectUnit, store: str | Path, options: PrepareOptions) -> dict:
     """Read one subject's recordings, write its window files and its unit record."""
     parts: dict[int, list[tuple[Recording, Windows]]] = {1: [], 2: []}
     skipped: list[dict] = []
@@ -238,7 +239,7 @@ def process_unit(unit: SubjectUnit, store: Path, options: PrepareOptions) -> dic
         path = output_path(store, challenge, unit.release, unit.subject)
         if not parts[challenge]:
             # A redo that now yields nothing must not leave the old file behind.
-            path.unlink(missing_ok=True)
+            storage.remove(path)
             continue
         eeg = np.concatenate([w.eeg for _, w in parts[challenge]])
         meta = pd.concat(
@@ -249,7 +250,10 @@ def process_unit(unit: SubjectUnit, store: Path, options: PrepareOptions) -> dic
             ignore_index=True,
         )
         info = write_table_atomic(windows_table(eeg, meta, options.dtype, challenge), path)
-        outputs[str(challenge)] = {"path": str(path.relative_to(store)), **info}
+        outputs[str(challenge)] = {
+            "path": relative_output(challenge, unit.release, unit.subject),
+            **info,
+        }
         y = meta["target"].to_numpy(dtype=np.float64)
         stats[str(challenge)] = {
             "channels": ChannelSums.of(eeg).to_json(),
@@ -276,12 +280,13 @@ def process_unit(unit: SubjectUnit, store: Path, options: PrepareOptions) -> dic
     return record
 
 
-def _run_units(units: list[SubjectUnit], store: Path, options: PrepareOptions) -> Iterator[dict]:
-    if options.address:
-        from eegtune.distributed.prepare_on_ray import run_units_on_ray
+UnitRunner = Callable[[list["SubjectUnit"], str, PrepareOptions], Iterator[dict]]
 
-        yield from run_units_on_ray(units, store, options)
-        return
+
+def run_units_locally(
+    units: list[SubjectUnit], store: str, options: PrepareOptions
+) -> Iterator[dict]:
+    """Process units here, with ``options.workers`` processes; yield records as they finish."""
     if options.workers == 1 or len(units) <= 1:
         for unit in units:
             yield process_unit(unit, store, options)
@@ -325,14 +330,17 @@ class PrepareSummary:
 
 def prepare(
     roots: list[Path],
-    store: Path,
+    store: str | Path,
     options: PrepareOptions,
     progress: ProgressSink | None = None,
     max_subjects: int | None = None,
+    run_units: UnitRunner = run_units_locally,
 ) -> PrepareSummary:
-    """Prepare ``roots`` into ``store``; ``max_subjects`` limits a smoke test."""
-    store = Path(store)
-    store.mkdir(parents=True, exist_ok=True)
+    """Prepare ``roots`` into ``store`` (a path or a URI); ``max_subjects`` limits a smoke
+    test; ``run_units`` processes the units that are not current (here, or elsewhere: see
+    ``eegtune.distributed.prepare_on_ray``)."""
+    store = storage.normalize(store)
+    storage.makedirs(store)
     units, plan_skips, sources = plan_units(roots, options)
     if max_subjects is not None:
         units = units[:max_subjects]
@@ -360,7 +368,7 @@ def prepare(
         return manifest
 
     try:
-        for record in _run_units(todo, store, options):
+        for record in run_units(todo, store, options):
             records.append(record)
             if progress:
                 progress.update({**record, "reused": False})

@@ -9,14 +9,15 @@ Layout::
 
 The signal is an Arrow ``fixed_shape_tensor`` column, so ``ray.data.read_parquet`` yields
 (batch, 129, T) arrays and pandas yields one flat array per row, both without eegtune.
-Every file is written under a temporary name and renamed when complete.
+Every file is written under a temporary name and renamed when complete. ``STORE`` may
+be a local path or an object-storage URI (:mod:`eegtune.storage`); paths here are
+strings for that reason.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from eegtune.data.bids import atomic_write_text
+from eegtune import storage
 from eegtune.data.signal import CHANNELS
 
 SCHEMA_VERSION = 1
@@ -33,21 +34,21 @@ MANIFEST = "manifest.json"
 DTYPES = {"float32": (np.float32, pa.float32()), "float16": (np.float16, pa.float16())}
 
 
-def challenge_dir(store: Path, challenge: int) -> Path:
-    return Path(store) / f"challenge{challenge}"
+def relative_output(challenge: int, release: str, subject: str) -> str:
+    return f"challenge{challenge}/{release}/sub-{subject}.parquet"
 
 
-def output_path(store: Path, challenge: int, release: str, subject: str) -> Path:
-    return challenge_dir(store, challenge) / release / f"sub-{subject}.parquet"
+def output_path(store: str | Path, challenge: int, release: str, subject: str) -> str:
+    return storage.join(store, relative_output(challenge, release, subject))
 
 
-def unit_path(store: Path, release: str, subject: str) -> Path:
-    return Path(store) / "_units" / release / f"sub-{subject}.json"
+def unit_path(store: str | Path, release: str, subject: str) -> str:
+    return storage.join(store, "_units", release, f"sub-{subject}.json")
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with storage.open_input(path) as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -113,37 +114,39 @@ def windows_table(eeg: np.ndarray, meta: pd.DataFrame, dtype: str, challenge: in
 ROW_GROUP_WINDOWS = 256
 
 
-def write_table_atomic(table: pa.Table, path: Path) -> dict:
-    """Write a Parquet file via a temporary name; return its manifest record."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+def write_table_atomic(table: pa.Table, path: str | Path) -> dict:
+    """Write a Parquet file whole or not at all; return its manifest record.
+
+    It is encoded in memory first (one subject's windows: tens of MB), so the checksum
+    needs no second read and an object store receives it in one upload.
+    """
+    sink = pa.BufferOutputStream()
     pq.write_table(
-        table, tmp, compression="zstd", compression_level=1, row_group_size=ROW_GROUP_WINDOWS
+        table, sink, compression="zstd", compression_level=1, row_group_size=ROW_GROUP_WINDOWS
     )
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return {"rows": table.num_rows, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    data = sink.getvalue().to_pybytes()
+    storage.write_bytes(path, data)
+    return {"rows": table.num_rows, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def load_manifest(store: Path) -> dict | None:
-    path = Path(store) / MANIFEST
-    if not path.exists():
+def load_manifest(store: str | Path) -> dict | None:
+    path = storage.join(store, MANIFEST)
+    if not storage.exists(path):
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return json.loads(storage.read_text(path))
 
 
-def save_manifest(store: Path, manifest: dict) -> None:
-    atomic_write_text(Path(store) / MANIFEST, json.dumps(manifest, indent=1))
+def save_manifest(store: str | Path, manifest: dict) -> None:
+    storage.write_text(storage.join(store, MANIFEST), json.dumps(manifest, indent=1))
 
 
-def store_files(store: str | Path, challenge: int, subjects: list[str] | None = None) -> list[Path]:
+def store_files(store: str | Path, challenge: int, subjects: list[str] | None = None) -> list[str]:
     """The window files the manifest lists for ``challenge`` (optionally some subjects).
 
     The manifest, not a directory listing, is the store's truth: a file left by an older
     run with other options or roots is never read back as training data.
     """
-    manifest = load_manifest(Path(store))
+    manifest = load_manifest(store)
     if manifest is None:
         raise FileNotFoundError(f"{store}: no manifest.json (run eegtune prepare first)")
     entries = [f for f in manifest["files"] if f["challenge"] == challenge]
@@ -152,11 +155,14 @@ def store_files(store: str | Path, challenge: int, subjects: list[str] | None = 
         entries = [f for f in entries if f["subject"] in wanted]
     if not entries:
         raise FileNotFoundError(f"{store}: no challenge {challenge} windows (run eegtune prepare)")
-    return [Path(store) / f["path"] for f in sorted(entries, key=lambda f: f["path"])]
+    return [storage.join(store, f["path"]) for f in sorted(entries, key=lambda f: f["path"])]
 
 
 def read_windows(
-    store: Path, challenge: int, subjects: list[str] | None = None, columns: list[str] | None = None
+    store: str | Path,
+    challenge: int,
+    subjects: list[str] | None = None,
+    columns: list[str] | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """All windows of one challenge as (eeg array, metadata frame); for small stores and tests."""
     files = store_files(store, challenge, subjects)

@@ -152,7 +152,7 @@ class FoldParallelReporter:
             self._has_state = True
         self._report_epoch(metrics)
 
-    def finish(self, oof_dir: Path) -> None:
+    def finish(self, oof_dir: str | Path) -> None:
         """Pad the epochs of an early-stopped fold, then report the pooled OOF result."""
         while self.last is not None and self.epochs_reported < self.max_epochs:
             self._report_epoch({**self.last, "stopped": True, "epoch_seconds": 0.0})
@@ -201,7 +201,7 @@ def _check_replicas_agree(gathered: list[Any], workers_per_fold: int) -> None:
             )
 
 
-def pooled_oof(run_dir: Path, n_folds: int) -> float:
+def pooled_oof(run_dir: str | Path, n_folds: int) -> float:
     """Pooled out-of-fold NRMSE over folds 0…n_folds-1 under ``run_dir``."""
     from eegtune.metrics import nrmse
     from eegtune.training.train_func import oof_frame

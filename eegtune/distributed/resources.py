@@ -35,6 +35,12 @@ class ResourcePlan:
     cpus_per_worker: float
     data_reserve_cpus: float
     max_concurrent_trials: int
+    total_gpus: float = 0.0
+    gpus_per_fold: float = 0.0  # shared by the fold's workers; 0.25 puts four folds on a GPU
+
+    @property
+    def gpus_per_worker(self) -> float:
+        return self.gpus_per_fold / self.workers_per_fold
 
     @property
     def workers_per_trial(self) -> int:
@@ -53,9 +59,15 @@ class ResourcePlan:
         return asdict(self)
 
     def describe(self) -> str:
+        gpus = (
+            f" and {self.n_folds} × {self.gpus_per_fold:g} = {self.n_folds * self.gpus_per_fold:g} "
+            f"of {self.total_gpus:g} GPU(s)"
+            if self.gpus_per_fold
+            else ""
+        )
         return (
             f"{self.n_folds} folds × {self.workers_per_fold} worker(s) × "
-            f"{self.cpus_per_worker:g} CPU = {self.cpus_per_trial:g} CPU per trial; "
+            f"{self.cpus_per_worker:g} CPU = {self.cpus_per_trial:g} CPU{gpus} per trial; "
             f"{self.data_reserve_cpus:g} of {self.total_cpus:g} CPUs kept for reading the store; "
             f"up to {self.max_concurrent_trials} trial(s) at once"
         )
@@ -68,6 +80,8 @@ def plan_resources(
     cpus_per_worker: float | None = None,
     data_reserve_cpus: float | None = None,
     max_concurrent_trials: int | None = None,
+    gpus_per_fold: float = 0.0,
+    total_gpus: float = 0.0,
 ) -> ResourcePlan:
     """Lay out one trial's fold workers on ``total_cpus``; refuse what would deadlock.
 
@@ -105,16 +119,25 @@ def plan_resources(
             f"folds, fewer workers per fold or fewer CPUs per worker"
         )
     fit = max(1, math.floor(usable / per_trial + 1e-9))
+    gpu_fit = (
+        _gpu_fit(n_folds, workers_per_fold, gpus_per_fold, total_gpus) if gpus_per_fold else fit
+    )
     if max_concurrent_trials is not None:
         if max_concurrent_trials < 1:
             raise ResourceError("max_concurrent_trials must be at least 1")
-        if max_concurrent_trials > fit:
+        if max_concurrent_trials > min(fit, gpu_fit):
+            gpu_need = (
+                f" and {max_concurrent_trials * n_folds * gpus_per_fold:g} of {total_gpus:g} GPUs"
+                if gpus_per_fold
+                else ""
+            )
             raise ResourceError(
                 f"{max_concurrent_trials} concurrent trials need "
-                f"{max_concurrent_trials * per_trial:g} CPUs, but {usable:g} are usable; "
-                f"at most {fit} fit"
+                f"{max_concurrent_trials * per_trial:g} of {usable:g} usable CPUs{gpu_need}; "
+                f"at most {min(fit, gpu_fit)} fit"
             )
         fit = max_concurrent_trials
+    fit = min(fit, gpu_fit)
     return ResourcePlan(
         total_cpus=float(total_cpus),
         n_folds=n_folds,
@@ -122,4 +145,27 @@ def plan_resources(
         cpus_per_worker=float(cpus_per_worker),
         data_reserve_cpus=float(reserve),
         max_concurrent_trials=fit,
+        total_gpus=float(total_gpus),
+        gpus_per_fold=float(gpus_per_fold),
     )
+
+
+def _gpu_fit(n_folds: int, workers_per_fold: int, gpus_per_fold: float, total_gpus: float) -> int:
+    """How many trials' folds the cluster's GPUs hold at once; refuse what Ray cannot place."""
+    if gpus_per_fold < 0:
+        raise ResourceError(f"gpus_per_fold must be >= 0, got {gpus_per_fold}")
+    per_worker = gpus_per_fold / workers_per_fold
+    # Ray places a fractional GPU request only below one GPU; above it, whole GPUs.
+    if per_worker > 1 and not float(per_worker).is_integer():
+        raise ResourceError(
+            f"{gpus_per_fold:g} GPU per fold over {workers_per_fold} worker(s) is "
+            f"{per_worker:g} GPU per worker; Ray places fractions of one GPU or whole GPUs only"
+        )
+    per_trial = n_folds * gpus_per_fold
+    if per_trial > total_gpus + 1e-9:
+        raise ResourceError(
+            f"one trial needs {n_folds} folds × {gpus_per_fold:g} GPU = {per_trial:g} GPUs, "
+            f"but the cluster has {total_gpus:g}; lower --gpus-per-fold (0.25 puts four folds "
+            f"on one GPU) or add GPU nodes"
+        )
+    return max(1, math.floor(total_gpus / per_trial + 1e-9))

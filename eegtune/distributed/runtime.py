@@ -13,8 +13,15 @@ TRAIN_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 TRAIN_POLL_S = "0.25"
 
 
+# An S3-compatible endpoint (``--s3-endpoint``) must reach the workers that read the store
+# and write the folds' outputs; credentials stay with each node (its instance profile).
+FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION")
+
+
 def _runtime_env() -> dict:
-    return {"env_vars": {TRAIN_POLL_ENV: os.environ.get(TRAIN_POLL_ENV, TRAIN_POLL_S)}}
+    env = {TRAIN_POLL_ENV: os.environ.get(TRAIN_POLL_ENV, TRAIN_POLL_S)}
+    env.update({k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)})
+    return {"env_vars": env}
 
 
 # On Linux Ray turns a node address of 127.0.0.1 into the machine's outward address and
@@ -46,7 +53,10 @@ def _loopback_only() -> Iterator[None]:
 
 
 def start_ray(
-    address: str | None = None, num_cpus: int | None = None, object_store_memory: int | None = None
+    address: str | None = None,
+    num_cpus: int | None = None,
+    object_store_memory: int | None = None,
+    num_gpus: float | None = None,
 ) -> None:
     """Join the cluster at ``address``, or start a local Ray bound to 127.0.0.1.
 
@@ -65,6 +75,7 @@ def start_ray(
         ray.init(
             address="local",
             num_cpus=num_cpus,
+            num_gpus=num_gpus,
             object_store_memory=object_store_memory,
             include_dashboard=True,
             dashboard_host="127.0.0.1",
@@ -72,3 +83,42 @@ def start_ray(
             log_to_driver=False,
             runtime_env=_runtime_env(),
         )
+
+
+def wait_for_resources(
+    workers: int, cpus_per_worker: float, gpus_per_worker: float, timeout_s: float, log=print
+) -> dict[str, float]:
+    """Ask the autoscaler for ``workers`` fold workers' resources and wait until the
+    cluster has them, or ``timeout_s`` passes; return the cluster's resources then.
+
+    A cluster whose GPU worker type starts at ``min_workers: 0`` has no GPU until something
+    asks for one, and the resource plan is made from what the cluster has now. On a cluster
+    without an autoscaler the request is a no-op and this only waits.
+    """
+    import time
+
+    import ray
+    from ray.autoscaler.sdk import request_resources
+
+    def short(have: dict[str, float]) -> bool:
+        return have.get("CPU", 0) < workers * cpus_per_worker - 1e-9 or (
+            have.get("GPU", 0) < workers * gpus_per_worker - 1e-9
+        )
+
+    have = ray.cluster_resources()
+    if not short(have) or timeout_s <= 0:
+        return have
+    bundle = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}
+    request_resources(bundles=[bundle] * workers)
+    deadline, next_note = time.monotonic() + timeout_s, 0.0
+    while short(have) and time.monotonic() < deadline:
+        if time.monotonic() >= next_note:
+            log(
+                f"waiting up to {deadline - time.monotonic():.0f} s for the autoscaler: "
+                f"{workers} × {bundle}, the cluster has CPU {have.get('CPU', 0):g}, "
+                f"GPU {have.get('GPU', 0):g}"
+            )
+            next_note = time.monotonic() + 30
+        time.sleep(2)
+        have = ray.cluster_resources()
+    return have

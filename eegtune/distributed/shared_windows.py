@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from eegtune import storage
 from eegtune.data.store import store_files
 from eegtune.training.fold_data import (
     ID_COLUMNS,
@@ -86,7 +87,7 @@ def share_windows(store: str | Path, challenge: int, progress: bool = False) -> 
 
     files = store_files(store, challenge)
     read = ray.remote(num_cpus=READ_CPUS, num_returns=2, max_retries=3)(_read_subject)
-    subjects = [f.stem.removeprefix("sub-") for f in files]
+    subjects = [storage.name_of(f).removesuffix(".parquet").removeprefix("sub-") for f in files]
     counts, refs = {}, {}
     for subject, path in zip(subjects, files, strict=True):
         counts[subject], refs[subject] = read.remote(str(path))

@@ -18,10 +18,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
-from eegtune.data.bids import atomic_write_text
+from eegtune import storage
 from eegtune.distributed.data_parallel import DataParallelFoldSource, fold_groups
 from eegtune.distributed.fold_reporter import VAL_METRIC, FoldParallelReporter
 from eegtune.distributed.memory_plan import WORKER_BASE_HEAP
@@ -50,6 +49,7 @@ def fold_worker(config: dict[str, Any]) -> None:
     per_fold = int(config["workers_per_fold"])
     fold, replica = divmod(rank, per_fold)
     torch.set_num_threads(int(config["threads"]))
+    config["device"] = _worker_device(str(config.get("device", "auto")))
     job = FoldJob.from_flat({**config, "fold": fold, "replica": replica})
     # Where each worker ran, for the record, the multi-node test and the fault drill, and
     # when it reached each step (wall-clock seconds), for the trial-launch benchmark.
@@ -60,12 +60,12 @@ def fold_worker(config: dict[str, Any]) -> None:
         "rank": rank,
         "node_id": ray.get_runtime_context().get_node_id(),
         "pid": os.getpid(),
+        "device": job.device,
+        "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
         "timeline": timeline,
     }
-    fold_dir = Path(job.out_dir) / f"fold{fold}"
-    fold_dir.mkdir(parents=True, exist_ok=True)
-    placement_file = fold_dir / f"placement_{replica}.json"
-    atomic_write_text(placement_file, json.dumps(placement))
+    placement_file = storage.join(job.out_dir, f"fold{fold}", f"placement_{replica}.json")
+    storage.write_text(placement_file, json.dumps(placement))
     groups = fold_groups(int(config["n_folds"]), per_fold) if per_fold > 1 else None
     reporter = FoldParallelReporter(int(config["max_epochs"]), fold, per_fold, leader=replica == 0)
 
@@ -83,8 +83,24 @@ def fold_worker(config: dict[str, Any]) -> None:
     with reporting_to(reporter), using_fold_source(source):
         train_func({**config, "fold": fold, "replica": replica})
     timeline["first_report"] = reporter.first_report_at
-    atomic_write_text(placement_file, json.dumps(placement))
-    reporter.finish(Path(job.out_dir))
+    storage.write_text(placement_file, json.dumps(placement))
+    reporter.finish(job.out_dir)
+
+
+def _worker_device(requested: str) -> str:
+    """The device this worker trains on: ``auto`` is the GPU Ray Train assigned it (its
+    local rank's, since workers on one node share CUDA_VISIBLE_DEVICES), else the CPU."""
+    import ray
+    import torch
+
+    if requested != "auto":
+        return requested
+    # Logical GPUs (a CPU build of torch, or a test cluster) train on the CPU.
+    if not ray.get_gpu_ids() or not torch.cuda.is_available():
+        return "cpu"
+    import ray.train.torch
+
+    return str(ray.train.torch.get_device())
 
 
 def run_folds(
@@ -108,15 +124,16 @@ def run_folds(
     ``worker_heap``: the memory each worker asks Ray for (see ``memory_plan``).
     """
     import ray.train
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     job = FoldJob.from_flat(config)
     if data_mode not in ("memory", "stream"):
         raise ValueError(f"data_mode must be memory or stream here, got {data_mode!r}")
     if data_mode == "memory" and windows is None:
         windows = share_windows(job.store, job.challenge)
-    Path(job.out_dir).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(job.out_dir) / "config.json", json.dumps(config, indent=1, default=str))
+    storage.write_text(
+        storage.join(job.out_dir, "config.json"), json.dumps(config, indent=1, default=str)
+    )
     trainer = TorchTrainer(
         fold_worker,
         train_loop_config={
@@ -125,10 +142,17 @@ def run_folds(
             "threads": plan.torch_threads,
             **({SHARED_KEY: windows} if data_mode == "memory" else {}),
         },
+        # gloo on GPUs too: folds may share a GPU (0.25 GPU per fold), which NCCL refuses,
+        # and a data-parallel fold's collectives move these small models' gradients only.
+        torch_config=TorchConfig(backend="gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=plan.workers_per_trial,
-            use_gpu=False,
-            resources_per_worker={"CPU": plan.cpus_per_worker, "memory": worker_heap},
+            use_gpu=plan.gpus_per_fold > 0,
+            resources_per_worker={
+                "CPU": plan.cpus_per_worker,
+                "memory": worker_heap,
+                **({"GPU": plan.gpus_per_worker} if plan.gpus_per_fold else {}),
+            },
         ),
         run_config=ray.train.RunConfig(
             name=name,

@@ -22,16 +22,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eegtune import storage
 from eegtune.data.bids import atomic_write_text
 from eegtune.distributed.memory_plan import DataPlan, cluster_memory, plan_data
 from eegtune.distributed.resources import TRIAL_DRIVER_MEMORY, ResourcePlan
 from eegtune.distributed.shared_windows import SharedWindows, share_windows
 from eegtune.distributed.study import (
+    JOB_RECORD,
     JOURNAL,
     TRIAL_ID_ATTR,
     _close_interrupted,
     _study,
     finished_trials,
+    journal_sync,
+    pull_journal,
+    push_journal,
     results_table,
 )
 from eegtune.distributed.train import VAL_METRIC, run_folds
@@ -39,12 +44,13 @@ from eegtune.search_spaces import get_space
 from eegtune.search_spaces.registry import SearchSpace
 from eegtune.training.config import TrainConfig
 from eegtune.training.data_modes import DATA_MODES, store_size
+from eegtune.training.devices import check_device_settings
 
 DRIVER = "driver.json"  # per trial folder: the process that runs the trial's TorchTrainer
 SAMPLERS = ("tpe", "random")
 # What a --resume may change (the data mode too: a bigger cluster may hold in memory what
 # a smaller one streamed).
-RESUMABLE = ("n_trials", "max_failures", "data_mode")
+RESUMABLE = ("n_trials", "max_failures", "data_mode", "device")
 SCHEDULERS = ("asha", "fifo")
 
 
@@ -67,6 +73,8 @@ class TuneJob:
     # Training settings every trial shares and the space does not search (``--set``).
     fixed: dict[str, Any] = field(default_factory=dict)
     data_mode: str = "auto"  # memory, stream or auto (see eegtune.distributed.memory_plan)
+    device: str = "auto"  # auto: the GPU Ray assigns each fold worker, else its CPUs
+    precision: str = "32"  # "bf16": autocast; part of the experiment, unlike the device
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -74,12 +82,22 @@ class TuneJob:
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
         TrainConfig().with_overrides(self.fixed)  # unknown keys or bad values fail here
+        check_device_settings(self.device, self.precision)
         if self.data_mode not in DATA_MODES:
             raise ValueError(f"data_mode must be one of {DATA_MODES}, got {self.data_mode!r}")
 
     @property
+    def experiment_uri(self) -> str:
+        """Where the experiment's outputs go: a folder, or a URI every node writes to."""
+        return storage.join(self.storage_path, self.name)
+
+    @property
     def experiment_dir(self) -> Path:
-        return Path(self.storage_path) / self.name
+        """This machine's folder for the experiment's journal and record: the experiment
+        folder itself, or with a URI storage path its local mirror (see ``study``)."""
+        if storage.is_remote(self.experiment_uri):
+            return storage.local_mirror(self.experiment_uri)
+        return Path(self.experiment_uri)
 
 
 def _trainable(job: TuneJob, plan: ResourcePlan, data: DataPlan):
@@ -89,8 +107,8 @@ def _trainable(job: TuneJob, plan: ResourcePlan, data: DataPlan):
         from ray.tune.integration.ray_train import TuneReportCallback
 
         trial_id = tune.get_context().get_trial_id()
-        out_dir = job.experiment_dir / "folds" / trial_id
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = storage.join(job.experiment_uri, "folds", trial_id)
+        storage.makedirs(out_dir)
         # Which process drives the trial, for the record and the retry drill; a retried
         # trial overwrites it with its new driver.
         driver = {
@@ -98,7 +116,7 @@ def _trainable(job: TuneJob, plan: ResourcePlan, data: DataPlan):
             "node_id": ray.get_runtime_context().get_node_id(),
             "started": time.time(),
         }
-        atomic_write_text(out_dir / DRIVER, json.dumps(driver))
+        storage.write_text(storage.join(out_dir, DRIVER), json.dumps(driver))
         flat = {
             **job.fixed,
             **config,
@@ -108,12 +126,14 @@ def _trainable(job: TuneJob, plan: ResourcePlan, data: DataPlan):
             "split": "kfold",
             "seed": job.seed,
             "max_epochs": job.max_epochs,
-            "out_dir": str(out_dir),
+            "out_dir": out_dir,
+            "device": job.device,
+            "precision": job.precision,
         }
         run_folds(
             flat,
             plan,
-            storage_path=str(job.experiment_dir / "train"),
+            storage_path=storage.join(job.experiment_uri, "train"),
             name=f"train_{trial_id}",
             callbacks=[TuneReportCallback()],
             max_failures=job.max_failures,
@@ -178,13 +198,14 @@ def run_tune(
             f"cannot fix {clash}: space {space.name!r} searches them, or a flag of its own "
             f"(--seed, --max-epochs) sets them"
         )
+    pull_journal(job)
     if (job.experiment_dir / JOURNAL).exists() and not resume:
         raise FileExistsError(
             f"{job.experiment_dir} already holds experiment {job.name!r}; "
             f"pass --resume to continue it or choose another --name"
         )
     record = {**job.__dict__, "space_version": space.version}
-    saved_path = job.experiment_dir / "tune_job.json"
+    saved_path = job.experiment_dir / JOB_RECORD
     if resume and saved_path.exists():
         # Settings added since the experiment was saved count as their defaults.
         defaults = {
@@ -205,6 +226,7 @@ def run_tune(
     remaining = max(0, job.n_trials - done)
     saved = {**record, "plan": plan.to_dict(), "data": dataclasses.asdict(data)}
     atomic_write_text(saved_path, json.dumps(saved, indent=1))
+    push_journal(job)
     if remaining:
         # Read once per experiment (this run of it): every trial's folds share this copy.
         windows = (
@@ -243,12 +265,14 @@ def run_tune(
             ),
             run_config=tune.RunConfig(
                 name=f"tune_{done}",
-                storage_path=str(job.experiment_dir / "ray"),
+                storage_path=storage.join(job.experiment_uri, "ray"),
+                callbacks=[journal_sync(job)],
                 failure_config=tune.FailureConfig(max_failures=job.max_failures),
                 verbose=verbose,
             ),
         )
         tuner.fit()
+        push_journal(job)
     return results_table(job)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from eegtune import storage
 from eegtune.ensembles.candidates import (
     Candidate,
     check_same_folds,
@@ -28,6 +29,7 @@ from eegtune.ensembles.errors import EnsembleError
 from eegtune.ensembles.finalists import retrain_with_seeds, seed_spread
 from eegtune.ensembles.nested import N_BOOT, Scores, guarded, score_methods
 from eegtune.ensembles.predictor import write_ensemble
+from eegtune.ensembles.remote import publish_ensemble
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,12 @@ def build_ensemble(req: EnsembleRequest, log: Callable[[str], None] = print) -> 
         "scores": scores_table(scores, candidates),
         "seeds": {"per_trial": req.seeds, "spread": spread},
     }
-    write_ensemble(Path(req.out), description, checkpoints)
+    if storage.is_remote(req.out):
+        local = storage.local_mirror(req.out)
+        write_ensemble(local, description, checkpoints)
+        publish_ensemble(local, storage.normalize(req.out))
+    else:
+        write_ensemble(Path(req.out), description, checkpoints)
     return EnsembleResult(scores, candidates, shipped, guard, description)
 
 

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from eegtune.distributed.study import JOURNAL, results_table
+from eegtune import storage
+from eegtune.distributed.study import JOB_RECORD, JOURNAL, results_table
 from eegtune.ensembles.errors import EnsembleError
 from eegtune.ensembles.nested import OOFRows
 from eegtune.training.train_func import CHECKPOINT, oof_frame
@@ -32,8 +33,9 @@ SAME_FOLDS = ("challenge", "n_folds", "seed")  # what makes two experiments' fol
 
 @dataclass(frozen=True)
 class Experiment:
-    path: Path
+    path: Path  # on this machine: the experiment folder, or a URI's mirror
     settings: dict[str, Any]  # its tune_job.json
+    source: str | None = None  # the storage URI it was mirrored from
 
     @property
     def name(self) -> str:
@@ -88,14 +90,18 @@ class Candidate:
         return {**dataclasses.asdict(self), "trial_dir": str(self.trial_dir)}
 
 
-def open_experiment(path: str | Path) -> Experiment:
-    path = Path(path)
-    saved = path / "tune_job.json"
+def open_experiment(location: str | Path) -> Experiment:
+    """An experiment folder, or one at a storage URI (mirrored here first)."""
+    from eegtune.ensembles.remote import mirror_experiment
+
+    source = storage.normalize(location) if storage.is_remote(location) else None
+    path = mirror_experiment(source) if source else Path(storage.normalize(location))
+    saved = path / JOB_RECORD
     if not saved.exists() or not (path / JOURNAL).exists():
         raise EnsembleError(
-            f"{path} is not an eegtune tune experiment (no tune_job.json and {JOURNAL})"
+            f"{source or path} is not an eegtune tune experiment (no {JOB_RECORD} and {JOURNAL})"
         )
-    return Experiment(path.resolve(), json.loads(saved.read_text()))
+    return Experiment(path.resolve(), json.loads(saved.read_text()), source)
 
 
 def check_same_folds(experiments: list[Experiment], challenge: int) -> None:

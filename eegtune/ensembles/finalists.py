@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from eegtune import storage
 from eegtune.ensembles.candidates import Candidate, Experiment, experiment_job
 from eegtune.ensembles.errors import EnsembleError
+from eegtune.ensembles.remote import experiment_files
 from eegtune.metrics import nrmse
 from eegtune.training.train_func import CHECKPOINT, OOF
 
@@ -51,7 +53,13 @@ def retrain_with_seeds(
         return []
     exp0 = experiments[finalists[0].experiment]
     job = experiment_job(exp0)
-    plan = plan_resources(ray.cluster_resources().get("CPU", 0), exp0.n_folds)
+    # The experiment's GPU share per fold, where the cluster still has the GPUs for it.
+    cluster = ray.cluster_resources()
+    gpus = float(exp0.settings.get("plan", {}).get("gpus_per_fold", 0.0))
+    gpus = gpus if cluster.get("GPU", 0) >= exp0.n_folds * gpus else 0.0
+    plan = plan_resources(
+        cluster.get("CPU", 0), exp0.n_folds, gpus_per_fold=gpus, total_gpus=cluster.get("GPU", 0)
+    )
     data, plan = plan_experiment_data(job, plan)
     log(f"finalists: {len(finalists)} trial(s) × {n_seeds} new seed(s); {plan.describe()}")
     windows = None
@@ -60,6 +68,8 @@ def retrain_with_seeds(
     for i, (cand, seed) in enumerate(todo, start=1):
         exp = experiments[cand.experiment]
         run_dir = exp.path / FINALISTS / f"{cand.trial_dir.name}_seed{seed}"
+        # Fold workers on other nodes write to the experiment's URI; the mirror follows.
+        out_dir = storage.join(exp.source, FINALISTS, run_dir.name) if exp.source else str(run_dir)
         label = f"{cand.experiment}/trial {cand.trial} seed {seed}"
         if not _finished(run_dir, exp.n_folds):
             config_file = cand.trial_dir / "config.json"
@@ -69,7 +79,8 @@ def retrain_with_seeds(
                 **json.loads(config_file.read_text()),
                 "seed": seed,
                 "split_seed": exp.seed,
-                "out_dir": str(run_dir),
+                "out_dir": out_dir,
+                "device": "auto",  # the GPU Ray assigns, if the plan asked for one
             }
             log(f"[{i}/{len(todo)}] training {label}")
             if data.mode == "memory" and windows is None:
@@ -77,18 +88,24 @@ def retrain_with_seeds(
             run_folds(
                 config,
                 plan,
-                storage_path=str(exp.path / FINALISTS / "train"),
+                storage_path=storage.join(exp.source or exp.path, FINALISTS, "train"),
                 name=run_dir.name,
                 windows=windows,
                 data_mode=data.mode,
                 worker_heap=data.worker_heap,
             )
+            if exp.source:
+                storage.download_tree(out_dir, run_dir, keep=_member_file)
             if not _finished(run_dir, exp.n_folds):
                 raise EnsembleError(f"{label}: training ended without every fold's outputs")
         else:
             log(f"[{i}/{len(todo)}] {label}: already trained")
         out.append(_as_candidate(cand, seed, run_dir))
     return out
+
+
+def _member_file(relative: str) -> bool:
+    return experiment_files(f"{FINALISTS}/x/{relative}")
 
 
 def _finished(run_dir: Path, n_folds: int) -> bool:

@@ -24,6 +24,7 @@ import torch
 from eegtune.ensembles import ensemble_module
 from eegtune.ensembles.errors import EnsembleError
 from eegtune.ensembles.predictor import read_description
+from eegtune.ensembles.remote import fetch_ensemble
 from eegtune.models import get_model_class
 
 PREFIX = "sub_"
@@ -117,7 +118,7 @@ def export_submission(c1_dir: str | Path, c2_dir: str | Path, out: str | Path) -
     """Write the zip (atomically: a temporary file renamed into place)."""
     out = Path(out)
     blobs, names = {}, set()
-    for challenge, ens_dir in ((1, Path(c1_dir)), (2, Path(c2_dir))):
+    for challenge, ens_dir in ((1, fetch_ensemble(c1_dir)), (2, fetch_ensemble(c2_dir))):
         blobs[challenge], used = weights_blob(ens_dir, challenge)
         names |= used
     files = {"submission.py": ENTRY.read_text(), **bundled_sources(names)}

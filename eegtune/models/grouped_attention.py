@@ -9,6 +9,8 @@ outputs are reproducible and a trained model means the same thing at inference t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -120,6 +122,19 @@ class GroupedSelfAttention(DenseSelfAttention):
 
     def extra_repr(self) -> str:
         return f"n_heads={self.n_heads}, n_groups={self.n_groups}, pattern={self.pattern!r}"
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> GroupedSelfAttention:
+        # .to()/.cuda()/.cpu() go through here: entries for the old device would keep its
+        # memory alive, and the cache is cheap to rebuild on the new one.
+        self._layouts.clear()
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A pickled/deep-copied module (Ray object store, torch.save(model)) must not carry
+        # CUDA tensors in the cache: they could not be unpickled on a CPU-only worker.
+        state = super().__getstate__()
+        state["_layouts"] = {}
+        return state
 
     def _layout(self, n: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor | None]:
         key = (n, device)

@@ -79,8 +79,15 @@ class FoldJob:
     # The seed of the subject split when it must differ from the training seed: a finalist
     # retrained with a new seed keeps its experiment's folds, so its OOF rows line up.
     split_seed: int | None = None
+    # Where and how the fold computes (``--device``, ``--precision``): "auto" is the GPU
+    # Ray assigned the worker, else the CPU; "bf16" autocasts the forward pass.
+    device: str = "auto"
+    precision: str = "32"
 
     def __post_init__(self) -> None:
+        from eegtune.training.devices import check_device_settings
+
+        check_device_settings(self.device, self.precision)
         if self.challenge not in (1, 2):
             raise ValueError(f"challenge must be 1 or 2, got {self.challenge}")
         if self.split not in SPLITS:

@@ -77,9 +77,12 @@ def run_cv(
     split: str = "kfold",
     on_report=None,
     data_mode: str = "memory",
+    device: str = "auto",
+    precision: str = "32",
 ) -> CVResult:
     """Every fold of ``hp`` in this process; ``data_mode`` memory, stream or auto (see
-    :mod:`eegtune.training.data_modes`)."""
+    :mod:`eegtune.training.data_modes`); ``device`` and ``precision`` as in
+    :class:`FoldJob`."""
     mode, note = choose_cv_mode(data_mode, store, challenge)
     source = StreamingFoldSource if mode == "stream" else InMemoryFoldSource
     run_dir = Path(run_dir)
@@ -90,7 +93,13 @@ def run_cv(
     if problems:
         raise RuntimeError("the split leaks: " + "; ".join(problems))
     job = FoldJob(
-        store=str(store), challenge=challenge, out_dir=str(run_dir), n_folds=len(folds), split=split
+        store=str(store),
+        challenge=challenge,
+        out_dir=str(run_dir),
+        n_folds=len(folds),
+        split=split,
+        device=device,
+        precision=precision,
     )
     results = []
     for fold in folds:

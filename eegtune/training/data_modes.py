@@ -54,7 +54,7 @@ class StoreSize:
 
 def store_size(store: str | Path, challenge: int, subjects: list[str] | None = None) -> StoreSize:
     """From the manifest's row counts and one file's schema; reads no windows."""
-    manifest = load_manifest(Path(store)) or {}
+    manifest = load_manifest(store) or {}
     wanted = None if subjects is None else set(subjects)
     rows = sum(
         f["rows"]

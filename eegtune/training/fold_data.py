@@ -122,7 +122,7 @@ def canonical_permutation(meta: pd.DataFrame) -> np.ndarray:
 
 
 def load_window_set(store: str | Path, challenge: int, subjects: tuple[str, ...]) -> WindowSet:
-    eeg, meta = read_windows(Path(store), challenge, subjects=list(subjects))
+    eeg, meta = read_windows(store, challenge, subjects=list(subjects))
     return canonical_order(eeg, meta)
 
 

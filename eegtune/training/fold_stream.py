@@ -74,7 +74,7 @@ class FileWindowSet(WindowSet):
     """A set of subjects' windows left in their files: metadata in memory, samples read
     one file at a time when evaluated."""
 
-    def __init__(self, files: list[Path]) -> None:
+    def __init__(self, files: list[str]) -> None:
         tables = [(f, pq.read_table(f, columns=ID_COLUMNS).to_pandas()) for f in files]
         tables.sort(key=lambda ft: str(ft[1]["subject"].iloc[0]) if len(ft[1]) else "")
         self.files = [f for f, _ in tables]
@@ -126,7 +126,7 @@ class FileWindowSet(WindowSet):
         return crop_windows(x, offsets[start : start + len(x)], CROP_SAMPLES)
 
 
-def _file_chunks(path: Path, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _file_chunks(path: str, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     try:
         batches = pq.ParquetFile(path).iter_batches(
             batch_size=chunk, columns=["eeg", "target", "subject"]
@@ -142,7 +142,7 @@ def _file_chunks(path: Path, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarra
 
 
 def _round_robin(
-    files: list[Path], options: StreamOptions
+    files: list[str], options: StreamOptions
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Chunks of ``interleave`` open files in turn, opening the next file as one runs out."""
     queue, readers = list(files), []
@@ -201,7 +201,7 @@ class _Prefetch:
 
 
 def stream_batches(
-    files: list[Path],
+    files: list[str],
     batch_size: int,
     rng: np.random.Generator,
     crop: bool,
@@ -243,7 +243,7 @@ def stream_batches(
         yield x, y, s
 
 
-def fold_files(store: str | Path, challenge: int, subjects: tuple[str, ...]) -> list[Path]:
+def fold_files(store: str | Path, challenge: int, subjects: tuple[str, ...]) -> list[str]:
     """The Parquet files that hold exactly these subjects' windows (from the manifest)."""
     files = store_files(store, challenge, list(subjects))
     if len(files) != len(set(subjects)):

@@ -16,9 +16,9 @@ after its last epoch (see :mod:`eegtune.training.training_state`).
 from __future__ import annotations
 
 import copy
+import io
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from eegtune.data.bids import atomic_write_text
+from eegtune import storage
 from eegtune.metrics import error_sums, nrmse, rmse
 from eegtune.models import create_model
 from eegtune.models.base import EEGModel
 from eegtune.training.config import FoldJob, TrainConfig
+from eegtune.training.devices import autocast, cpu_state, model_device, resolve_device, to_device
 from eegtune.training.fold_data import (
     CROP_SAMPLES,
     FoldSource,
@@ -68,28 +69,31 @@ def build_model(hp: TrainConfig) -> EEGModel:
 
 
 @torch.inference_mode()
-def predict(model: EEGModel, ws: WindowSet, batch_size: int = 256) -> np.ndarray:
+def predict(
+    model: EEGModel, ws: WindowSet, batch_size: int = 256, precision: str = "32"
+) -> np.ndarray:
+    """Predictions on the model's own device, returned as float32 numpy."""
     model.eval()
     if len(ws) == 0:
         return np.zeros(0, dtype=np.float32)
-    out = [
-        model(torch.from_numpy(np.ascontiguousarray(x))).numpy()[:, 0]
-        for x in eval_batches(ws, batch_size)
-    ]
+    device = model_device(model)
+    out = []
+    for x in eval_batches(ws, batch_size):
+        with autocast(device, precision):
+            y = model(to_device(x, device))
+        out.append(y.float().cpu().numpy()[:, 0])
     return np.concatenate(out)
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def _save_torch(obj: Any, location: str) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    storage.write_bytes(location, buffer.getvalue())
 
 
-def _write_oof(ws: WindowSet, pred: np.ndarray, fold: int, path: Path) -> None:
+def _write_oof(ws: WindowSet, pred: np.ndarray, fold: int, location: str) -> None:
     table = ws.meta.assign(prediction=pred.astype(np.float32), fold=np.int16(fold))
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    storage.write_bytes(location, storage.parquet_bytes(table))
 
 
 def _fit_by_gradient(
@@ -119,6 +123,7 @@ def _fit_by_gradient(
         }
         stale, start, stopped = saved.stale, saved.epochs_done, saved.stopped
     y_val = source.inner_val.target
+    device = model_device(model)
     for epoch in range(start, hp.max_epochs):
         if stopped:
             break
@@ -128,13 +133,14 @@ def _fit_by_gradient(
         losses, seen = 0.0, 0
         for x, y in source.train_batches(hp.batch_size, rng):
             opt.zero_grad(set_to_none=True)
-            loss = model.loss(torch.from_numpy(x), torch.from_numpy(y))
+            with autocast(device, job.precision):
+                loss = model.loss(to_device(x, device), to_device(y, device))
             loss.backward()
             opt.step()
             sched.step()
             losses += loss.item() * len(y)
             seen += len(y)
-        val_pred = predict(model, source.inner_val)
+        val_pred = predict(model, source.inner_val, precision=job.precision)
         val = rmse(y_val, val_pred)
         if val < best["inner_val_rmse"]:
             best = {**best, "inner_val_rmse": val, "epoch": epoch}
@@ -182,12 +188,15 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
     subjects = fold_subjects(job, hp)
     source = open_fold_source(job.store, job.challenge, subjects)
     model = build_model(hp)
+    device = resolve_device(job.device)  # a device this process cannot use fails here
     if job.challenge not in type(model).challenges:
         raise ValueError(f"model {hp.model!r} does not support challenge {job.challenge}")
 
     if model.trainable_by_gradient:
         y_fit = source.fit_targets()
         model.set_target_scale(float(y_fit.mean()), float(y_fit.std()) or 1.0)
+        # Closed-form models fit with numpy and stay on the CPU.
+        model.to(device)
         state, best = _fit_by_gradient(model, source, hp, job, subjects)
         model.load_state_dict(state)
     else:
@@ -209,9 +218,10 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
         )
 
     test = source.load_test()
-    pred = predict(model, test)
-    out = Path(job.out_dir) / f"fold{job.fold}"
-    out.mkdir(parents=True, exist_ok=True)
+    pred = predict(model, test, precision=job.precision)
+    # A local folder, or a URI that every node of a cluster writes to.
+    out = storage.join(job.out_dir, f"fold{job.fold}")
+    storage.makedirs(out)
     metrics = {
         "fold": job.fold,
         "best_epoch": best["epoch"],
@@ -232,14 +242,14 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
     if job.replica:  # a data-parallel replica: its fold's first worker writes the outputs
         report({**{k: v for k, v in metrics.items() if k != "subjects"}, "done": True})
         return metrics
-    _write_oof(test, pred, job.fold, out / OOF)
+    _write_oof(test, pred, job.fold, storage.join(out, OOF))
     # Plain JSON types only, so the checkpoint loads under weights_only=True.
     plain = json.loads(json.dumps({"metrics": metrics, "config": config}, default=float))
-    _atomic_torch_save(
-        {"state_dict": model.state_dict(), "model_config": model.get_config(), **plain},
-        out / CHECKPOINT,
+    _save_torch(
+        {"state_dict": cpu_state(model), "model_config": model.get_config(), **plain},
+        storage.join(out, CHECKPOINT),
     )
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
+    storage.write_text(storage.join(out, "metrics.json"), json.dumps(metrics, indent=1))
     report(
         {**{k: v for k, v in metrics.items() if k != "subjects"}, "done": True}, checkpoint_dir=out
     )
@@ -250,7 +260,8 @@ def load_checkpoint(path: str | Path) -> tuple[EEGModel, dict[str, Any]]:
     """Rebuild a fold's model from its checkpoint (``weights_only=True``: no pickled code)."""
     from eegtune.models import model_from_config
 
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    data = io.BytesIO(storage.read_bytes(path))
+    ckpt = torch.load(data, map_location="cpu", weights_only=True)
     model = model_from_config(ckpt["model_config"])
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
@@ -259,8 +270,8 @@ def load_checkpoint(path: str | Path) -> tuple[EEGModel, dict[str, Any]]:
 
 def oof_frame(run_dir: str | Path, n_folds: int) -> pd.DataFrame:
     """The out-of-fold predictions of folds 0…n_folds-1 (never leftovers of another run)."""
-    files = [Path(run_dir) / f"fold{k}" / OOF for k in range(n_folds)]
-    missing = [str(f) for f in files if not f.exists()]
+    files = [storage.join(run_dir, f"fold{k}", OOF) for k in range(n_folds)]
+    missing = [f for f in files if not storage.exists(f)]
     if missing:
         raise FileNotFoundError(f"{run_dir}: missing out-of-fold predictions {missing[:2]}")
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return pd.concat([storage.read_parquet(f) for f in files], ignore_index=True)

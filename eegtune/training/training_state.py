@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from eegtune import storage
 from eegtune.data.store import MANIFEST
 from eegtune.training.config import FoldJob, TrainConfig
 from eegtune.training.fold_data import FoldSubjects
@@ -39,18 +40,20 @@ def fingerprint(
     the fold's subjects, the store's manifest and how batches are drawn (stream mode
     mixes them differently), so a state saved before the store was prepared again, for
     another split or in the other mode, is never resumed."""
-    manifest = Path(job.store) / MANIFEST
+    manifest = storage.join(job.store, MANIFEST)
     relevant = {
         **hp.to_flat(),
         "challenge": job.challenge,
         "fold": job.fold,
         "subjects": [list(subjects.fit), list(subjects.inner_val), list(subjects.test)],
-        "manifest": hashlib.sha256(manifest.read_bytes()).hexdigest()
-        if manifest.exists()
+        "manifest": hashlib.sha256(storage.read_bytes(manifest)).hexdigest()
+        if storage.exists(manifest)
         else None,
     }
     if data_mode != "memory":  # absent in memory mode: states saved before modes existed
         relevant["data_mode"] = data_mode
+    if job.precision != "32":  # likewise absent at full precision; the device is not kept
+        relevant["precision"] = job.precision
     text = json.dumps(relevant, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -263,11 +263,11 @@ def test_files_the_manifest_does_not_list_are_never_read(small_bids, tmp_path):
 
     store = tmp_path / "store"
     prepare([small_bids], store, PrepareOptions())
-    listed = store_files(store, 1)
+    listed = [Path(f) for f in store_files(store, 1)]
     # A leftover of an older run (another release label) sits beside the real files.
     stray = store / "challenge1" / "R9" / listed[0].name
     stray.parent.mkdir()
     stray.write_bytes(listed[0].read_bytes())
-    assert store_files(store, 1) == listed
+    assert [Path(f) for f in store_files(store, 1)] == listed
     assert store_subjects(store, 1)["n_windows"].sum() == len(read_windows(store, 1)[1])
     assert set(store_subjects(store, 1)["release"]) == {"R1"}

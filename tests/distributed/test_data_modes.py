@@ -145,7 +145,7 @@ def test_a_damaged_file_is_named_when_shared(prepared_store, copy_tree, local_ra
     from eegtune.distributed.shared_windows import share_windows
 
     store = copy_tree(prepared_store, "store")
-    victim = store_files(store, 1)[1]
+    victim = Path(store_files(store, 1)[1])
     victim.write_bytes(victim.read_bytes()[:-2000])
     with pytest.raises(RuntimeError, match=rf"{victim.name}: cannot read its windows"):
         share_windows(store, 1)

@@ -1,4 +1,16 @@
-"""Two Ray nodes on one machine: the folds of one trial train on both."""
+"""The operator's whole sequence on two Ray nodes, with everything on object storage.
+
+Two ``ray.cluster_utils.Cluster`` nodes on this machine, each with one CPU and one
+logical GPU, and a real S3-compatible server on loopback (moto). ``prepare`` writes the
+store to ``s3://`` from Ray tasks, ``tune`` trains the folds of each trial on both nodes
+with half a GPU each and writes every output to ``s3://``, ``ensemble`` reads the
+experiment back from ``s3://`` and writes the ensemble there. Then the head's disk is
+"lost" (a fresh local cache) and ``tune --resume`` continues the search from the storage
+URI alone.
+
+The GPUs are logical: Ray schedules them as it would real ones, and ``--device auto``
+trains on the CPU because torch sees no CUDA device here.
+"""
 
 from __future__ import annotations
 
@@ -6,45 +18,125 @@ import json
 
 import pytest
 
-from eegtune.distributed.resources import plan_resources
-from eegtune.distributed.train import run_folds
-from eegtune.training.config import FoldJob, TrainConfig, make_config
+from eegtune import storage
+from eegtune.cli import main
+from eegtune.data.store import load_manifest
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
-@pytest.mark.timeout(300)
-def test_folds_of_one_trial_run_on_both_nodes(prepared_store, tmp_path):
+def _tune(bucket: str, address: str, trials: int, *extra: str) -> list[str]:
+    return [
+        "tune", "--store", f"{bucket}/store", "--challenge", "1", "--space", "softargmax_tcn",
+        "--trials", str(trials), "--folds", "2", "--max-epochs", "1", "--scheduler", "fifo",
+        "--name", "c1", "--storage-path", f"{bucket}/runs", "--address", address,
+        "--gpus-per-fold", "0.5", "--quiet", *extra,
+    ]  # fmt: skip
+
+
+def _complete_trials(bucket: str) -> dict[int, dict]:
+    import optuna
+
+    from eegtune.distributed.tune import TuneJob
+
+    job = TuneJob(
+        store=f"{bucket}/store",
+        challenge=1,
+        space="softargmax_tcn",
+        n_trials=0,
+        n_folds=2,
+        name="c1",
+        storage_path=f"{bucket}/runs",
+    )
+    from eegtune.distributed.study import _study, pull_journal
+
+    pull_journal(job)
+    study = optuna.load_study(study_name="c1", storage=_study(job))
+    done = optuna.trial.TrialState.COMPLETE
+    return {t.number: t.params for t in study.trials if t.state == done}
+
+
+@pytest.mark.timeout(600)
+def test_prepare_tune_ensemble_resume_on_two_nodes_and_s3(
+    synthetic_bids, prepared_store, s3_bucket, tmp_path, monkeypatch, capsys
+):
     import ray
     from ray.cluster_utils import Cluster
 
+    from eegtune.ensembles import load_ensemble
+    from eegtune.ensembles.remote import fetch_ensemble
+
+    bids, _ = synthetic_bids
+    # Started after s3_bucket set the environment, so both nodes' workers inherit it.
     cluster = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "num_gpus": 1, "include_dashboard": False},
     )
-    cluster.add_node(num_cpus=1)
+    cluster.add_node(num_cpus=1, num_gpus=1)
     try:
-        ray.init(address=cluster.address, log_to_driver=False)
         cluster.wait_for_nodes()
-        nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-        assert len(nodes) == 2
-        # 0.75 CPU per fold worker: no node has room for two, so the folds must spread.
-        plan = plan_resources(ray.cluster_resources()["CPU"], n_folds=2)
-        assert plan.cpus_per_worker == 0.75
-        job = FoldJob(
-            store=str(prepared_store), challenge=1, out_dir=str(tmp_path / "folds"), n_folds=2
+        roots = [str(p) for p in sorted(bids.glob("R*_L100_bdf"))]
+        prepare = ["prepare", "--out", f"{s3_bucket}/store", "--address", cluster.address]
+        assert main([*prepare, *(a for r in roots for a in ("--bids", r)), "--quiet"]) == 0
+        ray.shutdown()
+        # The same bytes as the store prepared on local disk from the same releases.
+        remote = load_manifest(f"{s3_bucket}/store")
+        assert sorted((f["path"], f["sha256"]) for f in remote["files"]) == sorted(
+            (f["path"], f["sha256"]) for f in load_manifest(prepared_store)["files"]
         )
-        hp = TrainConfig(
-            model="softargmax_tcn", model_params={"n_filters": 8, "n_blocks": 2}, max_epochs=1
-        )
-        config = {k: v for k, v in make_config(job, hp).items() if k != "fold"}
-        result = run_folds(config, plan, storage_path=str(tmp_path / "train"), name="multinode")
-        assert result.error is None
-        placed = [
-            json.loads((tmp_path / "folds" / f"fold{k}" / "placement_0.json").read_text())
-            for k in (0, 1)
-        ]
-        assert {p["node_id"] for p in placed} == nodes
-        assert all((tmp_path / "folds" / f"fold{k}" / "oof.parquet").exists() for k in (0, 1))
+        assert main(["info", f"{s3_bucket}/store", "--verify"]) == 0
+
+        assert main(_tune(s3_bucket, cluster.address, 2)) == 0
+        out = capsys.readouterr().out
+        assert "2 × 0.5 = 1 of 2 GPU(s) per trial" in out
+        experiment = f"{s3_bucket}/runs/c1"
+        trial_dirs = {
+            f.split("/")[1] for f in storage.list_files(experiment) if f.startswith("folds/")
+        }
+        assert len(trial_dirs) == 2
+        nodes = {n["NodeID"] for n in _alive_nodes(cluster.address)}
+        for trial in trial_dirs:
+            placed = [
+                json.loads(
+                    storage.read_text(f"{experiment}/folds/{trial}/fold{k}/placement_0.json")
+                )
+                for k in (0, 1)
+            ]
+            # 0.75 CPU per fold worker: no node has room for two, so the folds spread.
+            assert {p["node_id"] for p in placed} == nodes
+            assert all(len(p["gpu_ids"]) == 1 and p["device"] == "cpu" for p in placed)
+            assert all(
+                storage.exists(f"{experiment}/folds/{trial}/fold{k}/{name}")
+                for k in (0, 1)
+                for name in ("oof.parquet", "checkpoint.pt")
+            )
+        first = _complete_trials(s3_bucket)
+        assert len(first) == 2
+
+        ens = f"{s3_bucket}/ensembles/c1"
+        assert main(["ensemble", "--experiment", experiment, "--challenge", "1", "--out", ens]) == 0
+        assert storage.exists(f"{ens}/ensemble.json")
+        import torch
+
+        module = load_ensemble(fetch_ensemble(ens))
+        assert module(torch.zeros(2, 129, 200)).shape == (2, 1)
+
+        # The head's disk is gone: a fresh cache, only the URI is left.
+        monkeypatch.setenv("EEGTUNE_CACHE", str(tmp_path / "new_head"))
+        assert main(_tune(s3_bucket, cluster.address, 3, "--resume")) == 0
+        after = _complete_trials(s3_bucket)
+        assert len(after) == 3
+        assert {n: after[n] for n in first} == first  # the finished trials were kept, not rerun
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def _alive_nodes(address: str) -> list[dict]:
+    import ray
+
+    ray.init(address=address, log_to_driver=False)
+    try:
+        return [n for n in ray.nodes() if n["Alive"]]
+    finally:
+        ray.shutdown()

@@ -2,6 +2,7 @@ import pytest
 
 from eegtune.data.prepare import PrepareOptions, prepare
 from eegtune.data.store import load_manifest
+from eegtune.distributed.prepare_on_ray import prepare_on_ray
 from eegtune.distributed.runtime import start_ray
 
 pytestmark = pytest.mark.ray
@@ -14,7 +15,7 @@ def test_prepare_as_ray_tasks_writes_the_same_store(small_bids, tmp_path):
     prepare([small_bids], tmp_path / "local", PrepareOptions())
     start_ray(num_cpus=2)
     try:
-        summary = prepare([small_bids], tmp_path / "ray", PrepareOptions(address="local"))
+        summary = prepare_on_ray([small_bids], tmp_path / "ray", PrepareOptions())
     finally:
         ray.shutdown()
     assert summary.units == 2 and summary.reused == 0

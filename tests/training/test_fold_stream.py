@@ -3,6 +3,8 @@ windows, and evaluation identical to memory mode's."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -118,7 +120,7 @@ def test_auto_streams_when_the_windows_do_not_fit(prepared_store, monkeypatch):
 
 def test_a_damaged_file_is_named_when_streamed(prepared_store, copy_tree):
     store = copy_tree(prepared_store, "store")
-    files = fold_files(store, 1, _subjects(store, 1))
+    files = [Path(f) for f in fold_files(store, 1, _subjects(store, 1))]
     files[2].write_bytes(files[2].read_bytes()[:-2000])  # truncated behind the manifest's back
     with pytest.raises(OSError, match=rf"{files[2].name}: cannot stream its windows"):
         for _ in stream_batches(files, 8, np.random.default_rng(0), False, SMALL):

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from eegtune.data.store import challenge_dir, read_windows
+from eegtune.data.store import read_windows
 from eegtune.training.config import FoldJob, TrainConfig, make_config
 from eegtune.training.fold_data import load_window_set
 from eegtune.training.folds import store_subjects
@@ -71,7 +71,7 @@ def _poison(store, tmp_path, subjects):
     """A copy of the store whose windows for ``subjects`` are all NaN."""
     copy = tmp_path / "poisoned"
     shutil.copytree(store, copy)
-    for path in challenge_dir(copy, 1).glob("*/*.parquet"):
+    for path in (copy / "challenge1").glob("*/*.parquet"):
         if path.stem.removeprefix("sub-") not in subjects:
             continue
         table = pq.read_table(path)

@@ -1,0 +1,7 @@
+"""``python -m eegtune.cli``."""
+
+import sys
+
+from eegtune.cli import main
+
+sys.exit(main())

@@ -1,0 +1,215 @@
+"""``eegtune cv | spaces | tune``: cross-validation in this process and the Ray search."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from eegtune import storage
+from eegtune.cli.arguments import add_data_mode_arg, add_device_args, add_split_args
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from eegtune.training.config import TrainConfig, parse_overrides
+    from eegtune.training.cross_validate import run_cv
+
+    overrides = parse_overrides(args.set or [])
+    if args.smoke_test:
+        overrides = {"max_epochs": 2, "patience": 2, **overrides}
+    hp = TrainConfig(model=args.model, seed=args.seed).with_overrides(overrides)
+    split = "release" if args.by_release else "kfold"
+    bar = tqdm(desc=f"cv {args.model}", unit="epoch", disable=args.quiet)
+
+    def on_report(m: dict) -> None:
+        if "epoch" in m:
+            bar.update(1)
+            bar.set_postfix(fold=m["fold"], epoch=m["epoch"], val_rmse=f"{m['inner_val_rmse']:.4f}")
+
+    try:
+        result = run_cv(
+            args.store,
+            int(args.challenge),
+            hp,
+            args.out,
+            n_folds=args.folds,
+            split=split,
+            on_report=on_report,
+            data_mode=args.data_mode,
+            device=args.device,
+            precision=args.precision,
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"eegtune cv: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        bar.close()
+    print(result.data_note)
+    print(result.table())
+    print(f"out-of-fold predictions and checkpoints in {result.run_dir}")
+    return 0
+
+
+def cmd_spaces(args: argparse.Namespace) -> int:
+    from eegtune.search_spaces import describe_space, list_spaces
+
+    if args.show:
+        print(describe_space(args.show))
+        return 0
+    for space in list_spaces():
+        challenges = ",".join(str(c) for c in space.challenges)
+        print(f"{space.label:<22} C{challenges:<4} {space.description}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    import ray
+
+    from eegtune.distributed.resources import ResourceError, plan_resources
+    from eegtune.distributed.runtime import start_ray, wait_for_resources
+    from eegtune.distributed.tune import TuneJob, plan_experiment_data, run_tune
+    from eegtune.training.config import parse_overrides
+
+    n_trials, max_epochs, n_folds = args.trials, args.max_epochs, args.folds
+    if args.smoke_test:
+        n_trials, max_epochs, n_folds = min(n_trials, 2), min(max_epochs, 2), 2
+    job = TuneJob(
+        store=storage.absolute(args.store),
+        challenge=int(args.challenge),
+        space=args.space,
+        n_trials=n_trials,
+        n_folds=n_folds,
+        name=args.name,
+        storage_path=storage.absolute(args.storage_path),
+        max_epochs=max_epochs,
+        seed=args.seed,
+        max_failures=args.max_failures,
+        sampler=args.sampler,
+        scheduler=args.scheduler,
+        fixed=parse_overrides(args.set or []),
+        data_mode=args.data_mode,
+        device=args.device,
+        precision=args.precision,
+    )
+    if args.device.startswith("cuda") and not args.gpus_per_fold:
+        print(
+            "eegtune tune: error: --device cuda needs --gpus-per-fold > 0, so that Ray gives "
+            "each fold a GPU",
+            file=sys.stderr,
+        )
+        return 2
+    start_ray(args.address, args.num_cpus, args.object_store_memory, args.num_gpus)
+    try:
+        cluster = wait_for_resources(
+            n_folds * args.workers_per_fold,
+            args.cpus_per_worker or 1.0,
+            args.gpus_per_fold / args.workers_per_fold,
+            args.wait_for_resources,
+        )
+        plan = plan_resources(
+            cluster.get("CPU", 0),
+            n_folds,
+            workers_per_fold=args.workers_per_fold,
+            cpus_per_worker=args.cpus_per_worker,
+            gpus_per_fold=args.gpus_per_fold,
+            total_gpus=cluster.get("GPU", 0),
+        )
+        data, plan = plan_experiment_data(job, plan)
+        print(f"resources: {plan.describe()}")
+        print(data.describe())
+        table = run_tune(job, plan, resume=args.resume, verbose=0 if args.quiet else 1, data=data)
+    except (ResourceError, FileExistsError, ValueError, NotImplementedError) as exc:
+        print(f"eegtune tune: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        ray.shutdown()
+    shown = [
+        c for c in ("trial", "status", "val_nrmse", "oof_nrmse", "fold_oof_nrmse") if c in table
+    ]
+    params = [c for c in table.columns if c not in (*shown, "trial_dir")]
+    print(table[shown + params].head(args.top).to_string(index=False))
+    print(f"experiment in {job.experiment_uri}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cv", help="cross-validate one model configuration in this process")
+    p.add_argument("--store", required=True)
+    p.add_argument("--challenge", choices=("1", "2"), required=True)
+    p.add_argument("--model", required=True, help="a registered model name")
+    add_split_args(p)
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="e.g. lr=3e-4, model.dropout=0.2"
+    )
+    p.add_argument("--out", required=True, help="run folder for checkpoints and predictions")
+    add_data_mode_arg(p)
+    add_device_args(p, gpus=False)
+    p.add_argument("--smoke-test", action="store_true", help="2 epochs per fold")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_cv)
+
+    p = sub.add_parser("spaces", help="list the named search spaces")
+    p.add_argument("--show", metavar="NAME", help="describe one space's parameters")
+    p.set_defaults(func=cmd_spaces)
+
+    p = sub.add_parser("tune", help="search a space with Ray Tune + Optuna TPE + ASHA")
+    p.add_argument("--store", required=True, help="the window store: a folder or a URI")
+    p.add_argument("--challenge", choices=("1", "2"), required=True)
+    p.add_argument("--space", required=True, help="a name from `eegtune spaces`")
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--max-epochs", type=int, default=30)
+    p.add_argument("--name", required=True, help="experiment name (its folder)")
+    p.add_argument(
+        "--storage-path",
+        default="tune_runs",
+        help="where experiments go: a folder (shared by every node of a cluster) or a URI "
+        "(s3://bucket/prefix, gs://…)",
+    )
+    p.add_argument("--address", help="a Ray cluster: auto or HOST:PORT (default: local Ray)")
+    p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
+    p.add_argument(
+        "--num-gpus", type=float, help="GPUs for a local Ray (default: those Ray detects)"
+    )
+    p.add_argument(
+        "--object-store-memory",
+        type=int,
+        metavar="BYTES",
+        help="shared memory for a local Ray's object store (default: Ray's, 30%% of RAM)",
+    )
+    add_data_mode_arg(p)
+    p.add_argument("--workers-per-fold", type=int, default=1)
+    p.add_argument("--cpus-per-worker", type=float)
+    add_device_args(p, gpus=True)
+    p.add_argument(
+        "--wait-for-resources",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="on an autoscaling cluster: ask for one trial's fold workers and wait up to this "
+        "long for their nodes (GPU nodes that start at min_workers 0)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
+    p.add_argument(
+        "--max-failures",
+        type=int,
+        default=1,
+        help="restarts of a trial, and of its lost workers, from its last checkpoint",
+    )
+    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
+    p.add_argument(
+        "--scheduler", choices=("asha", "fifo"), default="asha", help="fifo: no early stopping"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a training setting every trial shares and the space does not search, "
+        "e.g. patience=10",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--top", type=int, default=5, help="rows of the results table to print")
+    p.add_argument("--smoke-test", action="store_true", help="2 trials, 2 folds, 2 epochs")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_tune)
