@@ -18,10 +18,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# Two workers: the suite mostly waits on Ray (34% CPU when run serially). Tests that share
-# the finished-experiment fixture run in one worker (--dist loadgroup).
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest
 
 demo: $(STAMP)
 	rm -rf $(DEMO)

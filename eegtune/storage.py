@@ -211,10 +211,12 @@ def download_tree(
     return copied
 
 
-def upload_tree(local: Path, location: str) -> list[str]:
-    """Copy every file under ``local`` to ``location``, keeping relative paths."""
+def upload_tree(local: Path, location: str, last: str | None = None) -> list[str]:
+    """Copy every file under ``local`` to ``location``, keeping relative paths; files
+    named ``last`` go after all others (a description that says the rest is there)."""
     copied = []
-    for path in sorted(p for p in Path(local).rglob("*") if p.is_file()):
+    files = sorted(p for p in Path(local).rglob("*") if p.is_file())
+    for path in sorted(files, key=lambda p: p.name == last):
         rel = path.relative_to(local).as_posix()
         write_bytes(join(location, rel), path.read_bytes())
         copied.append(rel)

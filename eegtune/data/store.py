@@ -20,6 +20,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -156,6 +157,23 @@ def store_files(store: str | Path, challenge: int, subjects: list[str] | None = 
     if not entries:
         raise FileNotFoundError(f"{store}: no challenge {challenge} windows (run eegtune prepare)")
     return [storage.join(store, f["path"]) for f in sorted(entries, key=lambda f: f["path"])]
+
+
+def read_window_files(paths: list[str], columns: list[str]) -> tuple[Any, ...]:
+    """Each file's window count, then each file's windows as ``{"eeg": array, "meta":
+    frame}``: ``(n_0, …, n_k, windows_0, …, windows_k)``, so that a Ray task with
+    ``num_returns=2k`` hands back small counts and large arrays as separate objects.
+    Torch-free, so the processes that run it start quickly."""
+    counts, payloads = [], []
+    for path in paths:
+        try:
+            table = pq.read_table(path, columns=[*columns, "eeg"])
+        except Exception as exc:  # the driver's error must name the file
+            raise OSError(f"{path}: cannot read its windows ({exc})") from exc
+        eeg = table.column("eeg").combine_chunks().to_numpy_ndarray()
+        counts.append(len(eeg))
+        payloads.append({"eeg": eeg, "meta": table.drop(["eeg"]).to_pandas()})
+    return (*counts, *payloads)
 
 
 def read_windows(

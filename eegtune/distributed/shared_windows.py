@@ -1,8 +1,9 @@
 """Memory mode on Ray: the store's windows once per node, in Ray's shared object store.
 
-At the start of an experiment one Ray task per subject reads that subject's Parquet
-file, and its windows (at the store's dtype) become one object in the object store of
-the node that read them: the store is sharded over the cluster's nodes. Every fold
+At the start of an experiment Ray tasks (about one per CPU, each a share of the
+subjects) read the subjects' Parquet files, and each subject's windows (at the store's
+dtype) become one object in the object store of the node that read them: the store is
+sharded over the cluster's nodes. Every fold
 worker of every trial then ``ray.get``s the subjects its fold needs. On the worker's
 node that is a zero-copy, read-only view of shared memory; a subject read on another
 node is pulled once into this node's store and shared from there. So the windows are
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from eegtune import storage
-from eegtune.data.store import store_files
+from eegtune.data.store import read_window_files, store_files
 from eegtune.training.fold_data import (
     ID_COLUMNS,
     FoldSource,
@@ -34,19 +35,6 @@ from eegtune.training.fold_data import (
 )
 
 READ_CPUS = 0.25  # per read task: reads fit in the plan's reserve beside running trials
-
-
-def _read_subject(path: str) -> tuple[int, dict[str, Any]]:
-    """One subject's window count (small, for the driver) and its windows as stored with
-    their identifying columns (large, left in the object store)."""
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path, columns=[*ID_COLUMNS, "eeg"])
-    except Exception as exc:  # the driver's error must name the file
-        raise OSError(f"{path}: cannot read its windows ({exc})") from exc
-    eeg = table.column("eeg").combine_chunks().to_numpy_ndarray()
-    return len(eeg), {"eeg": eeg, "meta": table.drop(["eeg"]).to_pandas()}
 
 
 @dataclass
@@ -79,22 +67,29 @@ class SharedWindows:
 
 
 def share_windows(store: str | Path, challenge: int, progress: bool = False) -> SharedWindows:
-    """Read every subject of ``challenge`` into the object store, one Ray task each."""
+    """Read every subject of ``challenge`` into the object store, one object each.
+
+    About one read task per CPU of the cluster, each reading every n-th subject: a task
+    process costs seconds to start, a small subject's file a fraction of that.
+    """
     import ray
     from tqdm.auto import tqdm
 
     from eegtune.training.data_modes import store_size
 
     files = store_files(store, challenge)
-    read = ray.remote(num_cpus=READ_CPUS, num_returns=2, max_retries=3)(_read_subject)
-    subjects = [storage.name_of(f).removesuffix(".parquet").removeprefix("sub-") for f in files]
+    read = ray.remote(num_cpus=READ_CPUS, max_retries=3)(read_window_files)
+    n_tasks = max(1, min(len(files), int(ray.cluster_resources().get("CPU", 1))))
     counts, refs = {}, {}
-    for subject, path in zip(subjects, files, strict=True):
-        counts[subject], refs[subject] = read.remote(str(path))
+    for share in (files[i::n_tasks] for i in range(n_tasks)):
+        returned = read.options(num_returns=2 * len(share)).remote(share, ID_COLUMNS)
+        for k, path in enumerate(share):
+            subject = storage.name_of(path).removesuffix(".parquet").removeprefix("sub-")
+            counts[subject], refs[subject] = returned[k], returned[len(share) + k]
     pending = list(counts.values())
     with tqdm(total=len(pending), desc="share windows", unit="subj", disable=not progress) as bar:
         while pending:
-            done, pending = ray.wait(pending, num_returns=min(len(pending), 8))
+            done, pending = ray.wait(pending, num_returns=1)
             bar.update(len(done))
     try:
         rows = dict(zip(counts, ray.get(list(counts.values())), strict=True))

@@ -115,9 +115,11 @@ def pull_journal(job: TuneJob) -> None:
     if not storage.is_remote(job.experiment_uri):
         return
     for name in SYNCED:
-        source = storage.join(job.experiment_uri, name)
+        source, local = storage.join(job.experiment_uri, name), job.experiment_dir / name
         if storage.exists(source):
-            storage.write_bytes(job.experiment_dir / name, storage.read_bytes(source))
+            storage.write_bytes(local, storage.read_bytes(source))
+        else:  # a copy left by an experiment since deleted from the URI
+            local.unlink(missing_ok=True)
 
 
 def push_journal(job: TuneJob) -> None:

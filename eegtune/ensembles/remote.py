@@ -51,7 +51,4 @@ def fetch_ensemble(location: str | Path) -> Path:
 
 def publish_ensemble(local: Path, uri: str) -> None:
     """Upload the ensemble in ``local`` to ``uri``, its description last."""
-    files = sorted(p for p in local.rglob("*") if p.is_file())
-    for path in sorted(files, key=lambda p: p.name == DESCRIPTION):
-        target = storage.join(uri, path.relative_to(local).as_posix())
-        storage.write_bytes(target, path.read_bytes())
+    storage.upload_tree(local, uri, last=DESCRIPTION)

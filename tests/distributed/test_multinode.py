@@ -2,11 +2,11 @@
 
 Two ``ray.cluster_utils.Cluster`` nodes on this machine, each with one CPU and one
 logical GPU, and a real S3-compatible server on loopback (moto). ``prepare`` writes the
-store to ``s3://`` from Ray tasks, ``tune`` trains the folds of each trial on both nodes
-with half a GPU each and writes every output to ``s3://``, ``ensemble`` reads the
-experiment back from ``s3://`` and writes the ensemble there. Then the head's disk is
-"lost" (a fresh local cache) and ``tune --resume`` continues the search from the storage
-URI alone.
+store to ``s3://`` from Ray tasks; ``tune`` trains the folds of a trial on both nodes
+with half a GPU each and writes every output to ``s3://``. Then the head's disk is "lost"
+(a fresh local cache) and ``tune --resume`` continues the search from the storage URI
+alone. ``ensemble`` reads the experiment back from ``s3://`` and writes the ensemble
+there.
 
 The GPUs are logical: Ray schedules them as it would real ones, and ``--device auto``
 trains on the CPU because torch sees no CUDA device here.
@@ -86,9 +86,18 @@ def test_prepare_tune_ensemble_resume_on_two_nodes_and_s3(
         )
         assert main(["info", f"{s3_bucket}/store", "--verify"]) == 0
 
-        assert main(_tune(s3_bucket, cluster.address, 2)) == 0
-        out = capsys.readouterr().out
-        assert "2 × 0.5 = 1 of 2 GPU(s) per trial" in out
+        assert main(_tune(s3_bucket, cluster.address, 1)) == 0
+        assert "2 × 0.5 = 1 of 2 GPU(s) per trial" in capsys.readouterr().out
+        first = _complete_trials(s3_bucket)
+        assert len(first) == 1
+
+        # The head's disk is gone: a fresh cache, only the URI is left.
+        monkeypatch.setenv("EEGTUNE_CACHE", str(tmp_path / "new_head"))
+        assert main(_tune(s3_bucket, cluster.address, 2, "--resume")) == 0
+        after = _complete_trials(s3_bucket)
+        assert len(after) == 2
+        assert {n: after[n] for n in first} == first  # the finished trial was kept, not rerun
+
         experiment = f"{s3_bucket}/runs/c1"
         trial_dirs = {
             f.split("/")[1] for f in storage.list_files(experiment) if f.startswith("folds/")
@@ -96,22 +105,18 @@ def test_prepare_tune_ensemble_resume_on_two_nodes_and_s3(
         assert len(trial_dirs) == 2
         nodes = {n["NodeID"] for n in _alive_nodes(cluster.address)}
         for trial in trial_dirs:
+            folds = f"{experiment}/folds/{trial}"
             placed = [
-                json.loads(
-                    storage.read_text(f"{experiment}/folds/{trial}/fold{k}/placement_0.json")
-                )
-                for k in (0, 1)
+                json.loads(storage.read_text(f"{folds}/fold{k}/placement_0.json")) for k in (0, 1)
             ]
             # 0.75 CPU per fold worker: no node has room for two, so the folds spread.
             assert {p["node_id"] for p in placed} == nodes
             assert all(len(p["gpu_ids"]) == 1 and p["device"] == "cpu" for p in placed)
             assert all(
-                storage.exists(f"{experiment}/folds/{trial}/fold{k}/{name}")
+                storage.exists(f"{folds}/fold{k}/{name}")
                 for k in (0, 1)
                 for name in ("oof.parquet", "checkpoint.pt")
             )
-        first = _complete_trials(s3_bucket)
-        assert len(first) == 2
 
         ens = f"{s3_bucket}/ensembles/c1"
         assert main(["ensemble", "--experiment", experiment, "--challenge", "1", "--out", ens]) == 0
@@ -120,13 +125,6 @@ def test_prepare_tune_ensemble_resume_on_two_nodes_and_s3(
 
         module = load_ensemble(fetch_ensemble(ens))
         assert module(torch.zeros(2, 129, 200)).shape == (2, 1)
-
-        # The head's disk is gone: a fresh cache, only the URI is left.
-        monkeypatch.setenv("EEGTUNE_CACHE", str(tmp_path / "new_head"))
-        assert main(_tune(s3_bucket, cluster.address, 3, "--resume")) == 0
-        after = _complete_trials(s3_bucket)
-        assert len(after) == 3
-        assert {n: after[n] for n in first} == first  # the finished trials were kept, not rerun
     finally:
         ray.shutdown()
         cluster.shutdown()

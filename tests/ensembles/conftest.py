@@ -23,11 +23,3 @@ def finished_experiment(prepared_store, tmp_path_factory) -> Path:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout + done.stderr
     return runs / "c1"
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Under pytest-xdist (--dist loadgroup) every test of the shared experiment runs in one
-    # worker, so the 1-2 minute tune behind it runs once rather than once per worker.
-    for item in items:
-        if "finished_experiment" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("finished_experiment"))
