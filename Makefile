@@ -47,6 +47,9 @@ demo: $(STAMP)
 		--out $(DEMO)/submission.zip
 	$(VENV)/bin/eegtune score --submission $(DEMO)/submission.zip \
 		--bids $(DEMO)/bids/R3_L100_bdf --oracle $(DEMO)/bids/oracle.json --fast
+	$(VENV)/bin/eegtune report --experiment $(DEMO)/tune/c1 --experiment $(DEMO)/tune/c2 \
+		--ensemble $(DEMO)/ensemble_c1 --ensemble $(DEMO)/ensemble_c2 \
+		--scores $(DEMO)/submission_predictions.parquet --out $(DEMO)/report.html
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,3 +90,21 @@ def s3_bucket(s3_endpoint, monkeypatch, tmp_path) -> str:
     bucket = f"eegtune-{uuid.uuid4().hex[:12]}"
     pafs.S3FileSystem(endpoint_override=s3_endpoint, allow_bucket_creation=True).create_dir(bucket)
     return f"s3://{bucket}"
+
+
+@pytest.fixture(scope="session")
+def finished_experiment(prepared_store, tmp_path_factory) -> Path:
+    """Three FIFO trials (so all three finish) of 2 folds × 1 epoch on Challenge 1, shared
+    read-only by the ensemble and report tests (a test that damages it works on a copy).
+    Its trials' reports also go to TensorBoard, under ``runs/tensorboard``."""
+    runs = tmp_path_factory.mktemp("ens_runs")
+    cmd = [
+        sys.executable, "-m", "eegtune.cli", "tune",
+        "--store", str(prepared_store), "--challenge", "1", "--space", "softargmax_tcn",
+        "--trials", "3", "--folds", "2", "--max-epochs", "1", "--scheduler", "fifo",
+        "--name", "c1", "--storage-path", str(runs), "--num-cpus", "2", "--quiet",
+        "--tracking", f"tensorboard:{runs / 'tensorboard'}",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return runs / "c1"

@@ -2,7 +2,8 @@
 
 One module per stage: :mod:`~eegtune.cli.data_commands` (synth, prepare, info, audit),
 :mod:`~eegtune.cli.search_commands` (cv, spaces, tune) and
-:mod:`~eegtune.cli.ensemble_commands` (ensemble, submission, score).
+:mod:`~eegtune.cli.ensemble_commands` (ensemble, submission, score) and
+:mod:`~eegtune.cli.report_commands` (report).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import sys
 
 from eegtune import __version__, storage
-from eegtune.cli import data_commands, ensemble_commands, search_commands
+from eegtune.cli import data_commands, ensemble_commands, report_commands, search_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,10 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"eegtune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for commands in (data_commands, search_commands, ensemble_commands):
+    for commands in (data_commands, search_commands, ensemble_commands, report_commands):
         commands.add_commands(sub)
     # Where --store, --storage-path, --experiment or --out may be an s3:// URI.
-    for name in ("prepare", "info", "audit", "cv", "tune", "ensemble", "submission"):
+    for name in ("prepare", "info", "audit", "cv", "tune", "ensemble", "submission", "report"):
         sub.choices[name].add_argument(
             "--s3-endpoint",
             metavar="URL",

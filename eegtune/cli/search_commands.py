@@ -68,6 +68,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     from eegtune.distributed.resources import ResourceError, plan_resources
     from eegtune.distributed.runtime import start_ray, wait_for_resources
+    from eegtune.distributed.tracking import parse_tracking
     from eegtune.distributed.tune import TuneJob, plan_experiment_data, run_tune
     from eegtune.training.config import parse_overrides
 
@@ -92,6 +93,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
     )
+    if args.tracking:
+        parse_tracking(args.tracking)  # a malformed spec fails before Ray starts
     if args.device.startswith("cuda") and not args.gpus_per_fold:
         print(
             "eegtune tune: error: --device cuda needs --gpus-per-fold > 0, so that Ray gives "
@@ -118,7 +121,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
         data, plan = plan_experiment_data(job, plan)
         print(f"resources: {plan.describe()}")
         print(data.describe())
-        table = run_tune(job, plan, resume=args.resume, verbose=0 if args.quiet else 1, data=data)
+        table = run_tune(
+            job,
+            plan,
+            resume=args.resume,
+            verbose=0 if args.quiet else 1,
+            data=data,
+            tracking=args.tracking,
+        )
     except (ResourceError, FileExistsError, ValueError, NotImplementedError) as exc:
         print(f"eegtune tune: error: {exc}", file=sys.stderr)
         return 2
@@ -191,6 +201,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "long for their nodes (GPU nodes that start at min_workers 0)",
     )
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
+    p.add_argument(
+        "--tracking",
+        metavar="KIND:TARGET",
+        help="also send every trial's reports to tensorboard:DIR or mlflow:URI "
+        "(MLflow: pip install 'eegtune[tracking]')",
+    )
     p.add_argument(
         "--max-failures",
         type=int,

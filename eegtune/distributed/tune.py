@@ -39,6 +39,7 @@ from eegtune.distributed.study import (
     push_journal,
     results_table,
 )
+from eegtune.distributed.tracking import tracking_callbacks
 from eegtune.distributed.train import VAL_METRIC, run_folds
 from eegtune.search_spaces import get_space
 from eegtune.search_spaces.registry import SearchSpace
@@ -171,12 +172,14 @@ def run_tune(
     verbose: int = 1,
     points_to_evaluate: list[dict[str, Any]] | None = None,
     data: DataPlan | None = None,
+    tracking: str | None = None,
 ):
     """Run (or resume) the search; return the results table, best first.
 
     ``points_to_evaluate``: configurations (all or some of the space's parameters) that
     the first trials run before the sampler takes over, e.g. known-good settings.
     ``data``: the data plan (from :func:`plan_experiment_data`); made here if not given.
+    ``tracking``: ``tensorboard:DIR`` or ``mlflow:URI`` (see :mod:`.tracking`).
     """
     import optuna
     from ray import tune
@@ -266,7 +269,7 @@ def run_tune(
             run_config=tune.RunConfig(
                 name=f"tune_{done}",
                 storage_path=storage.join(job.experiment_uri, "ray"),
-                callbacks=[journal_sync(job)],
+                callbacks=[journal_sync(job), *tracking_callbacks(tracking, job.name)],
                 failure_config=tune.FailureConfig(max_failures=job.max_failures),
                 verbose=verbose,
             ),

@@ -138,7 +138,8 @@ def score_submission(
                 raise EnsembleError(f"{len(pred)} predictions for {len(rows)} windows")
             centre = _centre(zip_dir / f"weights_challenge_{challenge}.pt")
             scores[challenge] = _score(challenge, rows, pred, centre, timing)
-            frames.append(rows.assign(challenge=challenge, prediction=pred))
+            # The zip's centre too, so a report can show the mean predictor beside it.
+            frames.append(rows.assign(challenge=challenge, prediction=pred, mean_prediction=centre))
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     predictions = Path(predictions)
     predictions.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,164 @@
+"""The report page as a browser shows it: a real report rendered in headless Chromium.
+
+Playwright drives Debian's ``chromium`` (never a browser Playwright downloads, so there is
+nothing to fetch at test time); the test skips, naming what is missing, without either.
+
+Set ``EEGTUNE_REPORT_SCREENSHOT=PATH`` to also write the README's screenshot there, e.g.::
+
+    EEGTUNE_REPORT_SCREENSHOT=docs/report.png .venv/bin/python -m pytest \\
+        tests/reports/test_browser.py -p no:cacheprovider
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eegtune.ensembles import EnsembleRequest, build_ensemble
+from eegtune.reports import ReportRequest, build_report
+
+try:
+    from playwright.sync_api import Page, sync_playwright
+except ImportError:  # an optional dev tool: without it the test skips, saying so
+    sync_playwright = None
+
+
+def _find_chromium() -> str | None:
+    if Path("/usr/bin/chromium").exists():
+        return "/usr/bin/chromium"
+    return shutil.which("chromium")
+
+
+CHROMIUM = _find_chromium()
+# On the project's closed network Chromium otherwise stalls or logs errors reaching
+# Google's services; no sandbox because CI runs as root in a container.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WIDTH = 1280
+README_MAX_HEIGHT = 2400  # taller and the README's image shrinks past reading
+EXPERIMENT_FIGURES = (
+    "history",
+    "compute",
+    "importances",
+    "focus",
+    "folds",
+    "predictions",
+    "subject-errors",
+)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(600),  # mostly the shared 3-trial experiment, on a busy machine
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="chromium not installed (apt-get install chromium)"
+    ),
+    pytest.mark.skipif(
+        sync_playwright is None, reason="playwright not importable (pip install playwright)"
+    ),
+]
+
+# One round trip for every figure: the browser's layout, not the HTML, is under test.
+FIGURES_JS = """() => [...document.querySelectorAll('figure[data-figure]')].map(f => {
+    const box = f.getBoundingClientRect();
+    const img = f.querySelector('img');
+    const imgBox = img ? img.getBoundingClientRect() : null;
+    return {
+        key: f.dataset.figure,
+        drawn: f.dataset.drawn === 'true',
+        width: box.width,
+        height: box.height,
+        naturalWidth: img ? img.naturalWidth : null,
+        imgWidth: imgBox ? imgBox.width : null,
+        imgHeight: imgBox ? imgBox.height : null,
+    };
+})"""
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+def _screenshot_for_readme(page: Page, out: Path) -> None:
+    width, height = page.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
+    )
+    clip = {"x": 0, "y": 0, "width": width, "height": min(height, README_MAX_HEIGHT)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(out), full_page=True, clip=clip)
+
+
+def test_report_renders_in_chromium_with_every_figure(finished_experiment, tmp_path):
+    ens = tmp_path / "ens"
+    build_ensemble(
+        EnsembleRequest(
+            experiments=(str(finished_experiment),),
+            challenge=1,
+            out=str(ens),
+            method="greedy",
+            top_k=5,
+            size=25,
+            seeds=0,
+        ),
+        log=lambda _: None,
+    )
+    report, _ = build_report(
+        ReportRequest(
+            experiments=(str(finished_experiment),),
+            out=str(tmp_path / "report.html"),
+            ensembles=(str(ens),),
+        )
+    )
+    shot = tmp_path / "report.png"
+    errors: list[str] = []
+    requests: list[str] = []
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": WIDTH, "height": 900})
+            page.on(
+                "console",
+                lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None,
+            )
+            page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+            page.on("request", lambda req: requests.append(req.url))
+            page.goto(report.resolve().as_uri(), wait_until="load")
+            figures: list[dict[str, Any]] = page.evaluate(FIGURES_JS)
+            page.screenshot(path=str(shot), full_page=True)
+            if target := os.environ.get("EEGTUNE_REPORT_SCREENSHOT"):
+                _screenshot_for_readme(page, Path(target))
+        finally:
+            browser.close()
+
+    assert errors == []
+    # The page promises to be self-contained: the only load is the file itself.
+    assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
+
+    keys = {f["key"] for f in figures}
+    name = finished_experiment.name
+    expected = {f"{name}-{k}" for k in EXPERIMENT_FIGURES} | {f"ensemble-{ens.name}"}
+    assert expected <= keys, f"missing figures: {sorted(expected - keys)}"
+    for f in figures:
+        assert f["width"] > 0 and f["height"] > 0, f"{f['key']} has no box: {f}"
+        if f["drawn"]:
+            assert f["naturalWidth"], f"{f['key']}'s image did not decode: {f}"
+            assert f["imgWidth"] > 0 and f["imgHeight"] > 0, f"{f['key']} image not shown: {f}"
+
+    width, _ = _png_size(shot)
+    assert shot.stat().st_size > 20_000, "the screenshot is near blank"
+    assert width >= 800
