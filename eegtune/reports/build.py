@@ -47,7 +47,7 @@ def build_report(req: ReportRequest) -> tuple[Path, list[Figure]]:
 
 def experiment_sections(data: ExperimentData, top: int, figures: list[Figure]) -> list[str]:
     s = data.settings
-    counts = data.table["status"].value_counts() if not data.table.empty else pd.Series()
+    counts = data.table["status"].value_counts() if not data.table.empty else pd.Series(dtype=int)
     header = html.facts(
         [
             ("experiment", data.name),
