@@ -61,11 +61,6 @@ def name_of(location: str | Path) -> str:
     return normalize(location).rstrip("/").rsplit("/", 1)[-1]
 
 
-def parent_of(location: str | Path) -> str:
-    text = normalize(location)
-    return text.rsplit("/", 1)[0] if is_remote(text) else str(Path(text).parent)
-
-
 def set_endpoint(url: str | None) -> None:
     """``--s3-endpoint``: an S3-compatible server, for this process and the Ray workers it
     starts (see ``eegtune.distributed.runtime``)."""

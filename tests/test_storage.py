@@ -349,15 +349,11 @@ def test_join_locally_is_os_path_join(tmp_path: Path, parts: tuple[str, ...]) ->
     assert storage.join(f"file://{tmp_path}", *parts) == os.path.join(str(tmp_path), *parts)
 
 
-def test_name_of_and_parent_of() -> None:
+def test_name_of() -> None:
     assert storage.name_of("s3://bucket/runs/c1/fold0.parquet") == "fold0.parquet"
     assert storage.name_of("s3://bucket/runs/c1/") == "c1"
     assert storage.name_of("/data/store/manifest.json") == "manifest.json"
     assert storage.name_of("file:///data/store/") == "store"
-    assert storage.parent_of("s3://bucket/runs/c1/fold0.parquet") == "s3://bucket/runs/c1"
-    assert storage.parent_of("s3://bucket/runs/c1/") == "s3://bucket/runs"
-    assert storage.parent_of("/data/store/manifest.json") == "/data/store"
-    assert storage.parent_of("file:///data/store/x.bin") == "/data/store"
 
 
 def test_local_mirror_lives_under_the_cache(

@@ -3,7 +3,7 @@
 
 The head node is this test's own: loopback only, every fixed port chosen free, its own
 temp dir and token, and it is torn down by process, never with `ray stop` (which would
-also stop the clusters of tests running beside it under pytest-xdist).
+also stop every other Ray on the machine: a user's, or another test run's).
 """
 
 from __future__ import annotations
