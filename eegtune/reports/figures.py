@@ -69,5 +69,8 @@ def labelled(ax: plt.Axes, title: str, xlabel: str, ylabel: str, grid: bool = Tr
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.grid(grid, alpha=0.3)
+    if grid:
+        ax.grid(True, alpha=0.3)
+    else:
+        ax.grid(False)  # grid(False, alpha=…) would turn it on: kwargs imply visible
     return ax.figure

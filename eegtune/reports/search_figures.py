@@ -82,7 +82,8 @@ def _importances(data: ExperimentData) -> Figure:
 
 
 def _focus(data: ExperimentData) -> Figure:
-    wanted = [p for p in FOCUS if p in data.params]
+    # Sorted, as plot_slice orders its panels: labels must follow the same order.
+    wanted = sorted(p for p in FOCUS if p in data.params)
     names = {"model.head_ratio": "head ratio", "lr": "learning rate"}
     shown = " and ".join(names[p] for p in wanted) or "head ratio and learning rate"
     title = f"{shown[0].upper()}{shown[1:]} against the objective"
@@ -110,6 +111,7 @@ def _focus(data: ExperimentData) -> Figure:
             ax.set_title("", loc="left")
             ax.set_xlabel(units[name])
             ax.set_ylabel(OBJECTIVE)
+            ax.tick_params(axis="x", labelrotation=30)  # log-scale labels collide otherwise
         fig = axes[0].figure
         fig.suptitle(title)
         return fig

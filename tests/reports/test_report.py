@@ -163,3 +163,38 @@ def test_cli_writes_the_page_and_refuses_a_folder_that_is_no_experiment(
     assert main(["report", "--experiment", str(tmp_path), "--out", str(tmp_path / "x.html")]) == 2
     assert "is not an eegtune tune experiment" in capsys.readouterr().err
     assert not (tmp_path / "x.html").exists()
+
+
+def test_each_slice_panel_is_labelled_with_its_own_parameter(monkeypatch):
+    import optuna
+
+    from eegtune.reports.experiment_data import ExperimentData
+    from eegtune.reports.search_figures import _focus
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(6):
+        trial = study.ask()
+        lr = trial.suggest_float("lr", 1e-5, 1e-3, log=True)
+        ratio = trial.suggest_float("model.head_ratio", 0.02, 0.5, log=True)
+        study.tell(trial, lr * 100 + ratio)
+    columns = ["trial", "status", "val_nrmse", "oof_nrmse", "fold_oof_nrmse", "trial_dir"]
+    data = ExperimentData(
+        name="x",
+        location="",
+        settings={"space": "sparse_attention", "seed": 0},
+        study=study,
+        table=pd.DataFrame(columns=[*columns, "lr", "model.head_ratio"]),
+        trials=pd.DataFrame(),
+    )
+    limits = {}
+    original = report_figures.to_png
+
+    def capture(fig):
+        limits.update({ax.get_xlabel(): ax.get_xlim() for ax in fig.axes})
+        return original(fig)
+
+    monkeypatch.setattr(report_figures, "to_png", capture)
+    assert _focus(data).png is not None
+    # Each axis holds its own parameter's values, whatever order Optuna draws them in.
+    assert limits["learning rate"][1] < 0.01
+    assert limits["head ratio (attention groups per token)"][0] > 0.01
