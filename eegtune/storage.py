@@ -176,16 +176,24 @@ def parquet_bytes(frame) -> bytes:
 
 def list_files(location: str | Path) -> list[str]:
     """Every file under ``location``, as paths relative to it ('/'-separated, sorted)."""
+    return sorted(_file_sizes(location))
+
+
+def _file_sizes(location: str | Path) -> dict[str, int]:
+    """Relative path → size of every file under ``location``, from one listing."""
     text = normalize(location)
     if not is_remote(text):
         root = Path(text)
         if not root.exists():
-            return []
-        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+            return {}
+        files = (p for p in root.rglob("*") if p.is_file())
+        return {p.relative_to(root).as_posix(): p.stat().st_size for p in files}
     fs, path = _fs(text)
     selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
     infos = fs.get_file_info(selector)
-    return sorted(i.path[len(path) :].lstrip("/") for i in infos if i.type == pafs.FileType.File)
+    return {
+        i.path[len(path) :].lstrip("/"): int(i.size) for i in infos if i.type == pafs.FileType.File
+    }
 
 
 def download_tree(
@@ -194,14 +202,12 @@ def download_tree(
     """Copy the files under ``location`` that ``keep`` accepts into ``local``; files the
     same size as their local copy are skipped (outputs are written once)."""
     copied = []
-    for rel in list_files(location):
-        if not keep(rel):
-            continue
+    # Sizes from the listing itself: no request per file to decide what to skip.
+    for rel, remote_size in sorted(_file_sizes(location).items()):
         target = local / rel
-        source = join(location, rel)
-        if target.exists() and target.stat().st_size == size(source):
+        if not keep(rel) or (target.exists() and target.stat().st_size == remote_size):
             continue
-        write_bytes(target, read_bytes(source))
+        write_bytes(target, read_bytes(join(location, rel)))
         copied.append(rel)
     return copied
 

@@ -22,7 +22,7 @@ import numpy as np
 from eegtune import storage
 from eegtune.ensembles.candidates import Candidate, Experiment, experiment_job
 from eegtune.ensembles.errors import EnsembleError
-from eegtune.ensembles.remote import experiment_files
+from eegtune.ensembles.remote import run_files
 from eegtune.metrics import nrmse
 from eegtune.training.train_func import CHECKPOINT, OOF
 
@@ -95,17 +95,13 @@ def retrain_with_seeds(
                 worker_heap=data.worker_heap,
             )
             if exp.source:
-                storage.download_tree(out_dir, run_dir, keep=_member_file)
+                storage.download_tree(out_dir, run_dir, keep=run_files)
             if not _finished(run_dir, exp.n_folds):
                 raise EnsembleError(f"{label}: training ended without every fold's outputs")
         else:
             log(f"[{i}/{len(todo)}] {label}: already trained")
         out.append(_as_candidate(cand, seed, run_dir))
     return out
-
-
-def _member_file(relative: str) -> bool:
-    return experiment_files(f"{FINALISTS}/x/{relative}")
 
 
 def _finished(run_dir: Path, n_folds: int) -> bool:

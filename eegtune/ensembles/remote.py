@@ -17,14 +17,22 @@ from eegtune.distributed.study import SYNCED
 from eegtune.ensembles.errors import EnsembleError
 
 # What a member needs, under folds/<trial>/ and finalists/<trial>_seed<S>/.
-_MEMBER_FILE = re.compile(
-    r"^(folds|finalists)/[^/]+/(config\.json|fold\d+/(oof\.parquet|checkpoint\.pt|metrics\.json))$"
-)
+_RUN_FILE = re.compile(r"^(config\.json|fold\d+/(oof\.parquet|checkpoint\.pt|metrics\.json))$")
 DESCRIPTION = "ensemble.json"
 
 
+def run_files(relative: str) -> bool:
+    """What a member needs from one trial's (or finalist's) folder."""
+    return bool(_RUN_FILE.match(relative))
+
+
 def experiment_files(relative: str) -> bool:
-    return relative in SYNCED or bool(_MEMBER_FILE.match(relative))
+    """The record, and the member files under ``folds/<trial>/`` and ``finalists/<run>/``."""
+    if relative in SYNCED:
+        return True
+    top, _, rest = relative.partition("/")
+    run, _, inside = rest.partition("/")
+    return top in ("folds", "finalists") and bool(run) and run_files(inside)
 
 
 def mirror_experiment(uri: str) -> Path:
