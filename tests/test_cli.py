@@ -82,7 +82,7 @@ def test_spaces_show_lists_the_parameters_of_one_space(capsys):
     assert main(["spaces", "--show", "sparse_attention"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0].startswith("sparse_attention/v1 (challenges 1, 2)")
+    assert lines[0].startswith("sparse_attention/v2 (challenges 1, 2)")
     # name -> rest of the line, for the indented parameter rows.
     rows = {
         line.split()[0]: line.split(maxsplit=1)[1] for line in lines[1:] if line.startswith("  ")
@@ -96,6 +96,9 @@ def test_spaces_show_lists_the_parameters_of_one_space(capsys):
     pattern = expected["model.pattern"]
     assert rows["model.pattern"] == f"categorical [{', '.join(map(str, pattern.choices))}]"
     assert rows["model"] == "constant sparse_attention"
+    # The group learning rates, beside head_ratio.
+    assert rows["lr_mult.attention"] == rows["lr_mult.head"] == "float [0.1, 10] log"
+    assert rows["warmup_epochs"] == "float [0, 2]"
     assert lines[-1].startswith("example (seed 0): {")
 
 

@@ -26,7 +26,7 @@ from eegtune.distributed.fold_reporter import VAL_METRIC, FoldParallelReporter
 from eegtune.distributed.memory_plan import WORKER_BASE_HEAP
 from eegtune.distributed.resources import ResourcePlan
 from eegtune.distributed.shared_windows import SharedFoldSource, SharedWindows, share_windows
-from eegtune.training.config import FoldJob
+from eegtune.training.config import FoldJob, TrainConfig
 from eegtune.training.fold_data import FoldSource, using_fold_source
 from eegtune.training.fold_stream import StreamingFoldSource
 from eegtune.training.reporting import reporting_to
@@ -131,8 +131,11 @@ def run_folds(
         raise ValueError(f"data_mode must be memory or stream here, got {data_mode!r}")
     if data_mode == "memory" and windows is None:
         windows = share_windows(job.store, job.challenge)
+    # Every training setting, defaults included, so that a retrain (finalists) reads the
+    # recipe this run had even after a later eegtune changes a default.
+    complete = {**config, **TrainConfig.from_flat(config).to_flat()}
     storage.write_text(
-        storage.join(job.out_dir, "config.json"), json.dumps(config, indent=1, default=str)
+        storage.join(job.out_dir, "config.json"), json.dumps(complete, indent=1, default=str)
     )
     trainer = TorchTrainer(
         fold_worker,

@@ -218,6 +218,16 @@ def run_tune(
         }
         saved = {**defaults, **json.loads(saved_path.read_text())}
         changed = [k for k in record if k not in RESUMABLE and saved.get(k) != record[k]]
+        if "space_version" in changed:
+            # One study must hold one space: TPE would model the old trials' parameters
+            # (or their absence) as draws from the new ranges.
+            raise ValueError(
+                f"--resume refused: experiment {job.name!r} was searched with space "
+                f"{space.name}/v{saved.get('space_version')}, and this eegtune has "
+                f"{space.label}, whose parameters or training recipe differ; its trials "
+                f"cannot share one study. Start a new experiment (another --name); the old "
+                f"one's trials stay usable by eegtune ensemble and eegtune report."
+            )
         if changed:
             detail = ", ".join(f"{k}: {saved.get(k)!r} -> {record[k]!r}" for k in changed)
             raise ValueError(f"--resume must continue the same experiment; changed {detail}")

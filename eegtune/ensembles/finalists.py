@@ -34,6 +34,19 @@ def finalist_seeds(exp: Experiment, n_seeds: int) -> list[int]:
     return [exp.seed + s for s in range(1, n_seeds + 1)]
 
 
+def retrain_config(saved: dict, seed: int, split_seed: int, out_dir: str) -> dict:
+    """A trial's saved config with a new training seed, on its experiment's folds."""
+    return {
+        # A config saved before this setting existed trained with decay on every parameter.
+        "decay_norms_and_biases": True,
+        **saved,
+        "seed": seed,
+        "split_seed": split_seed,
+        "out_dir": out_dir,
+        "device": "auto",  # the GPU Ray assigns, if the plan asked for one
+    }
+
+
 def retrain_with_seeds(
     experiments: dict[str, Experiment],
     finalists: list[Candidate],
@@ -75,13 +88,7 @@ def retrain_with_seeds(
             config_file = cand.trial_dir / "config.json"
             if not config_file.exists():
                 raise EnsembleError(f"{cand.label}: cannot retrain, no {config_file}")
-            config = {
-                **json.loads(config_file.read_text()),
-                "seed": seed,
-                "split_seed": exp.seed,
-                "out_dir": out_dir,
-                "device": "auto",  # the GPU Ray assigns, if the plan asked for one
-            }
+            config = retrain_config(json.loads(config_file.read_text()), seed, exp.seed, out_dir)
             log(f"[{i}/{len(todo)}] training {label}")
             if data.mode == "memory" and windows is None:
                 windows = share_windows(job.store, job.challenge, progress=False)

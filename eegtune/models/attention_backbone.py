@@ -15,7 +15,13 @@ from torch import Tensor, nn
 
 from eegtune.models.base import EEGModel, ModelHparams, check_positive
 
-__all__ = ["AttentionHparams", "AttentionRegressor", "ConvFrontEnd", "SqueezeExcite"]
+__all__ = [
+    "PARAM_GROUPS",
+    "AttentionHparams",
+    "AttentionRegressor",
+    "ConvFrontEnd",
+    "SqueezeExcite",
+]
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,23 @@ class AttentionHparams(ModelHparams):
             raise ValueError(f"hyperparameter 'dropout' must be in [0, 1), got {self.dropout}")
         if self.d_model % self.n_heads != 0:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+
+
+# Parameter groups, in forward order, for per-group learning rates (``lr_mult.<group>``):
+# the convolutional tokeniser; everything that mixes tokens or features by attention
+# (channel squeeze-excitation, the learned position residual, the transformer blocks, their
+# final norm and the temporal attention pool); and the regression MLP.
+PARAM_GROUPS = {
+    "front_end": ("front_end",),
+    "attention": (
+        "channel_attention",
+        "pos_embedding",
+        "blocks",
+        "final_norm",
+        "temporal_attention",
+    ),
+    "head": ("head",),
+}
 
 
 def sinusoidal_positions(n: int, d: int) -> Tensor:
@@ -175,6 +198,9 @@ class AttentionRegressor(EEGModel):
 
     def make_attention(self) -> nn.Module:
         raise NotImplementedError
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return self.groups_of_children(PARAM_GROUPS)
 
     def forward_normalized(self, z: Tensor) -> Tensor:
         tokens = self.front_end(z).transpose(1, 2)  # (B, N, d)

@@ -166,6 +166,36 @@ class EEGModel(nn.Module):
             **dataclasses.asdict(self.hp),
         }
 
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The trainable parameters by name of the part they belong to, each exactly once.
+
+        ``train_func`` gives each name its own learning rate (``lr`` × ``lr_mult.<name>``),
+        so a model with parts that learn at different speeds can be tuned per part. One
+        group, ``"all"``, unless a model names its parts (see :meth:`groups_of_children`).
+        """
+        return {"all": [p for p in self.parameters() if p.requires_grad]}
+
+    def groups_of_children(
+        self, groups: dict[str, tuple[str, ...]]
+    ) -> dict[str, list[nn.Parameter]]:
+        """``param_groups`` from top-level attribute names: ``{"head": ("head",), ...}``.
+
+        A trainable parameter under no listed attribute raises, so a layer added later
+        cannot silently fall out of the optimiser.
+        """
+        owner = {child: name for name, children in groups.items() for child in children}
+        out: dict[str, list[nn.Parameter]] = {name: [] for name in groups}
+        for path, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            top = path.split(".", 1)[0]
+            if top not in owner:
+                raise ValueError(
+                    f"{self.name}: parameter {path!r} is in none of the groups {list(groups)}"
+                )
+            out[owner[top]].append(param)
+        return out
+
     def check_input(self, x: Tensor) -> None:
         if x.ndim != 3 or x.shape[1] != self.n_chans or x.shape[2] != self.n_times:
             raise ValueError(

@@ -15,7 +15,19 @@ from eegtune.reports.figures import Figure, figure, labelled
 
 OBJECTIVE = "val_nrmse (inner-validation NRMSE, unitless)"
 # The search parameters the report shows against the objective, where the space has them.
-FOCUS = ("model.head_ratio", "lr")
+FOCUS = ("model.head_ratio", "lr", "lr_mult.attention", "lr_mult.head")
+NAMES = {
+    "model.head_ratio": "head ratio",
+    "lr": "learning rate",
+    "lr_mult.attention": "attention rate multiplier",
+    "lr_mult.head": "head rate multiplier",
+}
+UNITS = {
+    **NAMES,
+    "model.head_ratio": "head ratio (attention groups per token)",
+    "lr_mult.attention": "attention group's rate / learning rate",
+    "lr_mult.head": "head group's rate / learning rate",
+}
 
 
 def search_figures(data: ExperimentData) -> list[Figure]:
@@ -84,8 +96,8 @@ def _importances(data: ExperimentData) -> Figure:
 def _focus(data: ExperimentData) -> Figure:
     # Sorted, as plot_slice orders its panels: labels must follow the same order.
     wanted = sorted(p for p in FOCUS if p in data.params)
-    names = {"model.head_ratio": "head ratio", "lr": "learning rate"}
-    shown = " and ".join(names[p] for p in wanted) or "head ratio and learning rate"
+    named = [NAMES[p] for p in wanted] or ["head ratio", "learning rate"]
+    shown = " and ".join([", ".join(named[:-1]), named[-1]] if len(named) > 1 else named)
     title = f"{shown[0].upper()}{shown[1:]} against the objective"
     caption = (
         f"Each finished trial's objective against the {shown} (the space's own scales); "
@@ -103,13 +115,9 @@ def _focus(data: ExperimentData) -> Figure:
         import optuna.visualization.matplotlib as ovm
 
         axes = np.atleast_1d(ovm.plot_slice(data.study, params=wanted, target_name="val_nrmse"))
-        units = {
-            "model.head_ratio": "head ratio (attention groups per token)",
-            "lr": "learning rate",
-        }
         for ax, name in zip(axes, wanted, strict=True):
             ax.set_title("", loc="left")
-            ax.set_xlabel(units[name])
+            ax.set_xlabel(UNITS[name])
             ax.set_ylabel(OBJECTIVE)
             ax.tick_params(axis="x", labelrotation=30)  # log-scale labels collide otherwise
         fig = axes[0].figure

@@ -26,6 +26,7 @@ from eegtune.search_spaces.sampling import (
     summarize_space,
 )
 from eegtune.search_spaces.spaces import (
+    DENSE_ATTENTION,
     EEGNEX_RECIPE,
     SOFTARGMAX_TCN,
     SPARSE_ATTENTION,
@@ -35,10 +36,11 @@ from eegtune.search_spaces.spaces import (
     zoo_for,
     zoo_models,
 )
-from eegtune.search_spaces.subspaces import ARCHITECTURES, model_key
+from eegtune.search_spaces.subspaces import ARCHITECTURES, lr_mult_key, model_key
 
 __all__ = [
     "ARCHITECTURES",
+    "DENSE_ATTENTION",
     "EEGNEX_RECIPE",
     "SOFTARGMAX_TCN",
     "SPARSE_ATTENTION",
@@ -53,6 +55,7 @@ __all__ = [
     "get_space",
     "list_space_names",
     "list_spaces",
+    "lr_mult_key",
     "make_zoo_space",
     "model_key",
     "register_space",

@@ -17,6 +17,7 @@ from eegtune.models import get_model_class
 from eegtune.search_spaces.registry import DefineFn, SearchSpace, register_space
 from eegtune.search_spaces.subspaces import (
     ARCHITECTURES,
+    suggest_dense_attention,
     suggest_eegnex,
     suggest_recipe,
     suggest_softargmax_tcn,
@@ -24,12 +25,14 @@ from eegtune.search_spaces.subspaces import (
 )
 
 __all__ = [
+    "DENSE_ATTENTION",
     "EEGNEX_RECIPE",
     "SOFTARGMAX_TCN",
     "SPARSE_ATTENTION",
     "ZOO",
     "ZOO_C2",
     "ZOO_CANDIDATES",
+    "dense_attention_space",
     "eegnex_recipe_space",
     "make_zoo_space",
     "softargmax_tcn_space",
@@ -47,6 +50,12 @@ def sparse_attention_space(trial: optuna.Trial) -> dict[str, Any]:
     suggest_sparse_attention(trial)
     suggest_recipe(trial)
     return {"model": "sparse_attention"}
+
+
+def dense_attention_space(trial: optuna.Trial) -> dict[str, Any]:
+    suggest_dense_attention(trial)
+    suggest_recipe(trial)
+    return {"model": "dense_attention"}
 
 
 def softargmax_tcn_space(trial: optuna.Trial) -> dict[str, Any]:
@@ -86,23 +95,40 @@ def _challenges_of(model: str) -> tuple[int, ...]:
     return tuple(get_model_class(model).challenges)
 
 
+# Version 2 of the older spaces: no weight decay on norms and biases (all of them), and
+# learning rates per parameter group with a warm-up (the attention models, in their own
+# spaces and in the zoo). dense_attention's own space starts at version 1 with both.
 SPARSE_ATTENTION = register_space(
     SearchSpace(
         name="sparse_attention",
-        version=1,
+        version=2,
         description=(
             "CNN + grouped self-attention: head_ratio (1 group = dense .. 25 groups), pattern, "
-            "widths, depth, dropout, and the optimiser recipe"
+            "widths, depth, dropout, the attention and head groups' learning-rate "
+            "multipliers, warm-up, and the optimiser recipe"
         ),
         challenges=_challenges_of("sparse_attention"),
         define=sparse_attention_space,
     )
 )
 
+DENSE_ATTENTION = register_space(
+    SearchSpace(
+        name="dense_attention",
+        version=1,
+        description=(
+            "the control for sparse_attention: the same backbone with full attention, "
+            "the same group learning rates, warm-up and optimiser recipe"
+        ),
+        challenges=_challenges_of("dense_attention"),
+        define=dense_attention_space,
+    )
+)
+
 SOFTARGMAX_TCN = register_space(
     SearchSpace(
         name="softargmax_tcn",
-        version=1,
+        version=2,
         description=(
             "soft-argmax TCN (response time only): widths, kernel, depth, dropout, "
             "KL or MSE loss (kl_sigma and mse_weight with KL only), and the optimiser recipe"
@@ -115,7 +141,7 @@ SOFTARGMAX_TCN = register_space(
 EEGNEX_RECIPE = register_space(
     SearchSpace(
         name="eegnex_recipe",
-        version=1,
+        version=2,
         description=(
             "starter-kit EEGNeX at braindecode's architecture: dropout, max-norm limits, "
             "and the optimiser recipe"
@@ -128,7 +154,7 @@ EEGNEX_RECIPE = register_space(
 ZOO = register_space(
     SearchSpace(
         name="zoo",
-        version=1,
+        version=2,
         description=(
             f"architecture search for challenge 1 over {list(zoo_models(1))}, each with its "
             "own conditional parameters, and the optimiser recipe"
@@ -141,7 +167,7 @@ ZOO = register_space(
 ZOO_C2 = register_space(
     SearchSpace(
         name="zoo_c2",
-        version=1,
+        version=2,
         description=(
             f"architecture search for challenge 2 over {list(zoo_models(2))}, each with its "
             "own conditional parameters, and the optimiser recipe"

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import optuna
 
-from eegtune.training.config import MODEL_PREFIX
+from eegtune.training.config import LR_MULT_PREFIX, MODEL_PREFIX
 
 __all__ = [
     "ARCHITECTURES",
@@ -26,10 +26,12 @@ __all__ = [
     "D_MODELS",
     "N_HEADS",
     "SubSpace",
+    "lr_mult_key",
     "model_key",
     "suggest_attention_backbone",
     "suggest_dense_attention",
     "suggest_eegnex",
+    "suggest_group_rates",
     "suggest_recipe",
     "suggest_softargmax_tcn",
     "suggest_sparse_attention",
@@ -50,6 +52,11 @@ def model_key(hparam: str) -> str:
     return f"{MODEL_PREFIX}{hparam}"
 
 
+def lr_mult_key(group: str) -> str:
+    """``"head"`` -> ``"lr_mult.head"``: the rate multiplier of one of a model's groups."""
+    return f"{LR_MULT_PREFIX}{group}"
+
+
 def suggest_recipe(trial: optuna.Trial) -> None:
     """Optimiser and batch: searched for every architecture, on one common scale."""
     trial.suggest_float("lr", 1e-4, 1e-2, log=True)
@@ -60,6 +67,19 @@ def suggest_recipe(trial: optuna.Trial) -> None:
 def _suggest_dropout(trial: optuna.Trial) -> None:
     # Shared by the attention backbone and the TCN, which both name it "dropout".
     trial.suggest_float(model_key("dropout"), 0.0, 0.4)
+
+
+def suggest_group_rates(trial: optuna.Trial) -> None:
+    """The attention and head groups' rates, as multiples of the front end's (``lr``), and
+    a warm-up before the cosine decay.
+
+    Multipliers rather than three free rates: the base rate keeps one scale across every
+    space, and 1.0 on both is the single-rate search's own point. Up to two epochs of
+    warm-up, since a rate up to 10× the base is least stable in the first steps.
+    """
+    for group in ("attention", "head"):
+        trial.suggest_float(lr_mult_key(group), 0.1, 10.0, log=True)
+    trial.suggest_float("warmup_epochs", 0.0, 2.0)
 
 
 def suggest_attention_backbone(trial: optuna.Trial) -> None:
@@ -74,8 +94,9 @@ def suggest_attention_backbone(trial: optuna.Trial) -> None:
     _suggest_dropout(trial)
 
 
-def suggest_sparse_attention(trial: optuna.Trial) -> None:
-    """Backbone plus the grouping: n_groups = max(1, round(head_ratio * 50)).
+def suggest_sparse_attention(trial: optuna.Trial, group_rates: bool = True) -> None:
+    """Backbone plus the grouping: n_groups = max(1, round(head_ratio * 50)), and the
+    group learning rates unless ``group_rates`` is off (one rate: the benchmark's control).
 
     0.02..0.5 spans 1 group (the dense control, ~13% of the log range) up to 25 groups of two
     tokens, so the search can find out whether sparsity helps at all.
@@ -83,11 +104,14 @@ def suggest_sparse_attention(trial: optuna.Trial) -> None:
     suggest_attention_backbone(trial)
     trial.suggest_float(model_key("head_ratio"), 0.02, 0.5, log=True)
     trial.suggest_categorical(model_key("pattern"), ("blocked", "strided"))
+    if group_rates:
+        suggest_group_rates(trial)
 
 
 def suggest_dense_attention(trial: optuna.Trial) -> None:
     """The control: the same backbone with full attention, hence no grouping parameters."""
     suggest_attention_backbone(trial)
+    suggest_group_rates(trial)
 
 
 def suggest_softargmax_tcn(trial: optuna.Trial) -> None:

@@ -6,18 +6,23 @@ Two dataclasses, kept apart on purpose:
 - :class:`FoldJob` says where and on what to run (store path, challenge, split, fold,
   output folder), which comes from CLI flags.
 
-``to_flat`` gives one flat dict with model hyperparameters as ``model.<name>`` keys, so
-that a Ray Tune search space can address any of them; ``from_flat`` reverses it.
+``to_flat`` gives one flat dict with model hyperparameters as ``model.<name>`` keys and
+learning-rate multipliers as ``lr_mult.<group>`` keys, so that a Ray Tune search space can
+address any of them; ``from_flat`` reverses it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
 MODEL_PREFIX = "model."
+LR_MULT_PREFIX = "lr_mult."
+_PREFIXED = {"model_params": MODEL_PREFIX, "lr_mult": LR_MULT_PREFIX}
 SPLITS = ("kfold", "release")
 
 
@@ -26,7 +31,16 @@ class TrainConfig:
     model: str = "softargmax_tcn"
     model_params: dict[str, Any] = field(default_factory=dict)
     lr: float = 3e-3
+    # Per parameter group (``model.param_groups()``): that group learns at lr × multiplier.
+    # A group not named here has 1.0; 0 freezes it.
+    lr_mult: dict[str, float] = field(default_factory=dict)
+    # Linear warm-up from lr / steps to lr over this many epochs, then the cosine decay;
+    # 0 is the plain cosine schedule.
+    warmup_epochs: float = 0.0
     weight_decay: float = 1e-2
+    # AdamW's decay on norm layers' parameters and on biases too: the recipe before
+    # parameter groups, kept so old runs can be reproduced.
+    decay_norms_and_biases: bool = False
     batch_size: int = 64
     max_epochs: int = 30
     patience: int = 8
@@ -42,26 +56,40 @@ class TrainConfig:
             raise ValueError("batch_size, max_epochs and patience must be at least 1")
         if not 0.0 < self.inner_val_fraction < 1.0:
             raise ValueError(f"inner_val_fraction must be in (0, 1), got {self.inner_val_fraction}")
+        for group, mult in self.lr_mult.items():
+            if isinstance(mult, bool) or not isinstance(mult, numbers.Real) or not mult >= 0:
+                raise ValueError(f"lr_mult.{group} must be a number >= 0, got {mult!r}")
+            if not math.isfinite(mult):
+                raise ValueError(f"lr_mult.{group} must be finite, got {mult!r}")
+        if not self.warmup_epochs >= 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        # Plain floats, so configs compare and serialise alike however they were built.
+        object.__setattr__(self, "lr_mult", {k: float(v) for k, v in self.lr_mult.items()})
 
     def to_flat(self) -> dict[str, Any]:
         flat = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        params = flat.pop("model_params")
-        flat.update({f"{MODEL_PREFIX}{k}": v for k, v in params.items()})
+        for name, prefix in _PREFIXED.items():
+            flat.update({f"{prefix}{k}": v for k, v in flat.pop(name).items()})
         return flat
 
     @classmethod
     def from_flat(cls, flat: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)} - {"model_params"}
-        params = {k[len(MODEL_PREFIX) :]: v for k, v in flat.items() if k.startswith(MODEL_PREFIX)}
-        return cls(model_params=params, **{k: v for k, v in flat.items() if k in names})
+        names = {f.name for f in dataclasses.fields(cls)} - set(_PREFIXED)
+        nested = {
+            name: {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}
+            for name, prefix in _PREFIXED.items()
+        }
+        return cls(**nested, **{k: v for k, v in flat.items() if k in names})
 
     def with_overrides(self, overrides: dict[str, Any]) -> TrainConfig:
         """Apply ``--set key=value`` style overrides (values already parsed)."""
-        known = set(self.to_flat()) | {f.name for f in dataclasses.fields(self)}
-        bad = [k for k in overrides if k not in known and not k.startswith(MODEL_PREFIX)]
+        known = set(self.to_flat()) | ({f.name for f in dataclasses.fields(self)} - set(_PREFIXED))
+        prefixes = tuple(_PREFIXED.values())
+        bad = [k for k in overrides if k not in known and not k.startswith(prefixes)]
         if bad:
             raise ValueError(
-                f"unknown setting(s) {bad}; use model.<name> for model hyperparameters"
+                f"unknown setting(s) {bad}; use model.<name> for model hyperparameters "
+                f"and lr_mult.<group> for a parameter group's learning-rate multiplier"
             )
         return TrainConfig.from_flat({**self.to_flat(), **overrides})
 

@@ -1,7 +1,8 @@
 """Where a fold is trained: ``train_func(config)``, a pure function of its config.
 
-It builds the data, model, AdamW, a cosine schedule, the loss and early stopping from
-the flat ``config``; trains on one fold; reports every epoch through
+It builds the data, model, AdamW over the model's parameter groups, the learning-rate
+schedule (:mod:`eegtune.training.optimizer`), the loss and early stopping from the flat
+``config``; trains on one fold; reports every epoch through
 :mod:`eegtune.training.reporting`; and writes the fold's checkpoint and out-of-fold
 predictions. One ``seed`` drives the split, the initialisation and the data order.
 
@@ -43,6 +44,7 @@ from eegtune.training.fold_data import (
     open_fold_source,
 )
 from eegtune.training.folds import inner_split, make_folds, store_subjects
+from eegtune.training.optimizer import build_optimizer, build_schedule, lr_factor, warmup_steps
 from eegtune.training.reporting import report, restore_state
 from eegtune.training.training_state import TrainingState, fingerprint
 
@@ -99,9 +101,10 @@ def _write_oof(ws: WindowSet, pred: np.ndarray, fold: int, location: str) -> Non
 def _fit_by_gradient(
     model: EEGModel, source: FoldSource, hp: TrainConfig, job: FoldJob, subjects: FoldSubjects
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    opt = torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-    steps = hp.max_epochs * max(1, math.ceil(len(source.fit_targets()) / hp.batch_size))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    opt = build_optimizer(model, hp)
+    steps_per_epoch = max(1, math.ceil(len(source.fit_targets()) / hp.batch_size))
+    sched = build_schedule(opt, hp, steps_per_epoch)
+    total_steps, warmup = hp.max_epochs * steps_per_epoch, warmup_steps(hp, steps_per_epoch)
     source.attach(model, opt)
     # Selection uses inner-validation RMSE: on a fixed set it ranks epochs exactly as NRMSE
     # does, and it stays defined when those subjects share one target (Challenge 2).
@@ -169,7 +172,8 @@ def _fit_by_gradient(
                 "train_loss": losses / max(seen, 1),
                 "inner_val_rmse": val,
                 "best_inner_val_rmse": best["inner_val_rmse"],
-                "lr": sched.get_last_lr()[0],
+                # The base rate; group g learns at this × lr_mult.g.
+                "lr": hp.lr * lr_factor(sched.last_epoch, total_steps, warmup),
                 "epoch_seconds": time.perf_counter() - t0,
                 # Lets a fold-parallel run pool the inner-validation NRMSE across folds.
                 **{f"inner_val_{k}": v for k, v in error_sums(y_val, val_pred).items()},

@@ -27,10 +27,11 @@ import torch
 
 from eegtune import storage
 from eegtune.data.store import MANIFEST
-from eegtune.training.config import FoldJob, TrainConfig
+from eegtune.training.config import LR_MULT_PREFIX, FoldJob, TrainConfig
 from eegtune.training.fold_data import FoldSubjects
 
 STATE_FILE = "training_state.pt"
+LEGACY_SETTINGS = {"warmup_epochs": 0.0, "decay_norms_and_biases": True}
 
 
 def fingerprint(
@@ -41,8 +42,16 @@ def fingerprint(
     mixes them differently), so a state saved before the store was prepared again, for
     another split or in the other mode, is never resumed."""
     manifest = storage.join(job.store, MANIFEST)
+    settings = hp.to_flat()
+    # Settings at the value that trains as eegtune did before they existed are left out,
+    # so such a run keeps the fingerprint of its saved states.
+    for key, legacy in LEGACY_SETTINGS.items():
+        if settings.get(key) == legacy:
+            del settings[key]
+    for key in [k for k, v in settings.items() if k.startswith(LR_MULT_PREFIX) and v == 1.0]:
+        del settings[key]
     relevant = {
-        **hp.to_flat(),
+        **settings,
         "challenge": job.challenge,
         "fold": job.fold,
         "subjects": [list(subjects.fit), list(subjects.inner_val), list(subjects.test)],

@@ -20,17 +20,18 @@ from eegtune.distributed.tune import (
     results_table,
     run_tune,
 )
+from eegtune.search_spaces import get_space
 from eegtune.training.folds import store_subjects
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
-def _job(storage, store="s", n_trials=2, name="x", **settings) -> TuneJob:
-    """A 2-fold softargmax_tcn experiment on Challenge 1 under ``storage``."""
+def _job(storage, store="s", n_trials=2, name="x", space="softargmax_tcn", **settings) -> TuneJob:
+    """A 2-fold experiment (softargmax_tcn unless told) on Challenge 1 under ``storage``."""
     return TuneJob(
         store=store,
         challenge=1,
-        space="softargmax_tcn",
+        space=space,
         n_trials=n_trials,
         n_folds=2,
         name=name,
@@ -138,11 +139,30 @@ def test_trial_stopped_before_its_predictions_is_marked_stopped(tmp_path):
 def test_resume_refuses_a_changed_experiment(prepared_store, tmp_path):
     job = _job(tmp_path, store=str(prepared_store))
     job.experiment_dir.mkdir(parents=True)
-    saved = {**job.__dict__, "n_folds": 3, "space_version": 1}
+    saved = {**job.__dict__, "n_folds": 3, "space_version": get_space(job.space).version}
     (job.experiment_dir / "tune_job.json").write_text(json.dumps(saved))
     (job.experiment_dir / JOURNAL).write_text("")
     with pytest.raises(ValueError, match="n_folds: 3 -> 2"):
         run_tune(job, plan_resources(2, n_folds=2), resume=True)
+
+
+@pytest.mark.parametrize("space", ["sparse_attention", "softargmax_tcn"])
+def test_resume_refuses_an_experiment_of_an_older_space_version(prepared_store, tmp_path, space):
+    # Saved before per-group learning rates (attention) and norm/bias decay (every space).
+    job = _job(tmp_path, store=str(prepared_store), space=space)
+    job.experiment_dir.mkdir(parents=True)
+    record = job.experiment_dir / "tune_job.json"
+    record.write_text(json.dumps({**job.__dict__, "space_version": 1}))
+    (job.experiment_dir / JOURNAL).write_text("")
+    before = sorted(p.name for p in job.experiment_dir.iterdir())
+    with pytest.raises(ValueError) as refused:
+        run_tune(job, plan_resources(2, n_folds=2), resume=True)
+    message = str(refused.value)
+    assert f"{space}/v1" in message and f"{space}/v2" in message
+    assert "another --name" in message
+    # Refused before anything was written: the old record and study are as they were.
+    assert sorted(p.name for p in job.experiment_dir.iterdir()) == before
+    assert json.loads(record.read_text())["space_version"] == 1
 
 
 def test_unknown_sampler_or_scheduler_is_refused():

@@ -8,6 +8,7 @@ import json
 import optuna
 import pandas as pd
 import pytest
+import torch
 
 from eegtune.cli import main
 from eegtune.search_spaces import get_space
@@ -71,3 +72,35 @@ def test_a_setting_the_space_searches_cannot_also_be_fixed(prepared_store, tmp_p
     assert "cannot fix ['lr']" in capsys.readouterr().err
     assert main([*args, "--set", "no_such_setting=1"]) == 2
     assert "unknown setting(s) ['no_such_setting']" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(360)
+def test_smoke_search_of_sparse_attention_samples_and_trains_with_group_rates(
+    prepared_store, tmp_path, capsys
+):
+    runs = tmp_path / "runs"
+    code = main(
+        [
+            "tune", "--store", str(prepared_store), "--challenge", "1",
+            "--space", "sparse_attention", "--smoke-test", "--max-epochs", "1",
+            "--name", "groups",
+            "--storage-path", str(runs), "--num-cpus", "2", "--quiet",
+        ]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().out
+    found = trials(runs, "groups")
+    assert len(found) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in found)
+    keys = ("lr", "lr_mult.attention", "lr_mult.head", "warmup_epochs", "model.head_ratio")
+    for trial in found:
+        assert set(keys) <= set(trial.params)
+        assert all(0.1 <= trial.params[f"lr_mult.{g}"] <= 10.0 for g in ("attention", "head"))
+        # The folds trained with the trial's draws: they are in the config each fold saved.
+        trial_dir = runs / "groups" / "folds" / trial.user_attrs["tune_trial_id"]
+        for k in (0, 1):
+            ckpt = torch.load(trial_dir / f"fold{k}" / "checkpoint.pt", weights_only=True)
+            assert {key: ckpt["config"][key] for key in keys} == {
+                key: trial.params[key] for key in keys
+            }
+    assert found[0].params["lr_mult.head"] != found[1].params["lr_mult.head"]
+    saved = json.loads((runs / "groups" / "tune_job.json").read_text())
+    assert saved["space"] == "sparse_attention" and saved["space_version"] == 2

@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 
 from eegtune.cli import main
+from eegtune.ensembles.finalists import retrain_config
+from eegtune.training.config import TrainConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -50,9 +52,20 @@ def test_seeds_retrain_the_top_trial_on_the_same_folds_and_resume(
     assert not np.allclose(retrained["prediction"], original["prediction"])
     config = json.loads((run / "config.json").read_text())
     assert config["seed"] == 1 and config["split_seed"] == 0
+    # The trial's own recipe, saved complete with the trial, not the pre-groups default.
+    assert config["decay_norms_and_biases"] is False
 
     # A rerun finds the finalist trained and does not train it again.
     mtime = (run / "fold0" / "checkpoint.pt").stat().st_mtime_ns
     assert main(argv) == 0
     assert "already trained" in capsys.readouterr().out
     assert (run / "fold0" / "checkpoint.pt").stat().st_mtime_ns == mtime
+
+
+def test_a_config_saved_before_the_decay_rule_retrains_with_the_recipe_it_had():
+    old = {"model": "softargmax_tcn", "lr": 1e-3, "seed": 0}  # no decay_norms_and_biases
+    config = retrain_config(old, seed=2, split_seed=0, out_dir="o")
+    assert config["decay_norms_and_biases"] is True and config["seed"] == 2
+    assert TrainConfig.from_flat(config).decay_norms_and_biases is True
+    new = {**old, "decay_norms_and_biases": False}
+    assert retrain_config(new, seed=2, split_seed=0, out_dir="o")["decay_norms_and_biases"] is False

@@ -176,14 +176,15 @@ def test_each_slice_panel_is_labelled_with_its_own_parameter(monkeypatch):
         trial = study.ask()
         lr = trial.suggest_float("lr", 1e-5, 1e-3, log=True)
         ratio = trial.suggest_float("model.head_ratio", 0.02, 0.5, log=True)
-        study.tell(trial, lr * 100 + ratio)
+        mult = trial.suggest_float("lr_mult.attention", 0.1, 10.0, log=True)
+        study.tell(trial, lr * 100 + ratio + mult)
     columns = ["trial", "status", "val_nrmse", "oof_nrmse", "fold_oof_nrmse", "trial_dir"]
     data = ExperimentData(
         name="x",
         location="",
         settings={"space": "sparse_attention", "seed": 0},
         study=study,
-        table=pd.DataFrame(columns=[*columns, "lr", "model.head_ratio"]),
+        table=pd.DataFrame(columns=[*columns, "lr", "model.head_ratio", "lr_mult.attention"]),
         trials=pd.DataFrame(),
     )
     limits = {}
@@ -198,3 +199,4 @@ def test_each_slice_panel_is_labelled_with_its_own_parameter(monkeypatch):
     # Each axis holds its own parameter's values, whatever order Optuna draws them in.
     assert limits["learning rate"][1] < 0.01
     assert limits["head ratio (attention groups per token)"][0] > 0.01
+    assert limits["attention group's rate / learning rate"][1] > 1.0

@@ -48,7 +48,7 @@ def test_summary_marks_zoo_branches_as_conditional() -> None:
 
 def test_describe_space_lists_every_parameter() -> None:
     text = describe_space("zoo", n_samples=64, seed=0)
-    assert text.startswith("zoo/v1 (challenges 1): ")
+    assert text.startswith("zoo/v2 (challenges 1): ")
     for name in summarize_space("zoo", n_samples=64, seed=0).distributions():
         assert f"  {name} " in text
     assert "float [0.0001, 0.01] log" in text

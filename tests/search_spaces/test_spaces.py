@@ -15,16 +15,17 @@ from eegtune.search_spaces import (
     SearchSpace,
     get_space,
     list_spaces,
+    lr_mult_key,
     model_key,
     sample_config,
     sample_configs,
     summarize_space,
     zoo_models,
 )
-from eegtune.training.config import MODEL_PREFIX, TrainConfig
+from eegtune.training.config import LR_MULT_PREFIX, MODEL_PREFIX, TrainConfig
 from tests.search_spaces.conftest import SEEDS, build
 
-TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)} - {"model_params"}
+TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)} - {"model_params", "lr_mult"}
 ATTENTION = ("sparse_attention", "dense_attention")
 
 
@@ -47,9 +48,12 @@ def test_every_sampled_config_builds_and_runs(space: SearchSpace) -> None:
 def test_every_key_is_a_flat_train_config_key(space: SearchSpace) -> None:
     for config in sample_configs(space, 40, seed=1):
         hparams = set(get_model_class(config["model"]).Hparams.names())
+        groups = set(build(config)[1].param_groups())
         for key in config:
             if key.startswith(MODEL_PREFIX):
                 assert key.removeprefix(MODEL_PREFIX) in hparams, key
+            elif key.startswith(LR_MULT_PREFIX):  # a group the model really has
+                assert key.removeprefix(LR_MULT_PREFIX) in groups, key
             else:
                 assert key in TRAIN_KEYS, key
 
@@ -76,8 +80,25 @@ def test_head_ratio_and_learning_rates_in_every_attention_config() -> None:
                 assert config[model_key("pattern")] in ("blocked", "strided")
             if config["model"] in ATTENTION:
                 assert config[model_key("d_model")] % config[model_key("n_heads")] == 0
+                # Per-group rates on a log scale around the base rate, and a warm-up.
+                for group in ("attention", "head"):
+                    assert 0.1 <= config[lr_mult_key(group)] <= 10.0
+                assert 0.0 <= config["warmup_epochs"] <= 2.0
                 seen.add(config["model"])
+            else:  # other architectures keep one group at the base rate
+                assert not any(k.startswith(LR_MULT_PREFIX) for k in config)
     assert seen == set(ATTENTION)
+
+
+def test_both_attention_spaces_search_group_rates_beside_head_ratio() -> None:
+    for name in ATTENTION:
+        dists = summarize_space(name, n_samples=8).distributions()
+        for group in ("attention", "head"):
+            dist = dists[lr_mult_key(group)]
+            assert (dist.low, dist.high, dist.log) == (0.1, 10.0, True)
+        assert "lr" in dists and "warmup_epochs" in dists
+        assert (model_key("head_ratio") in dists) == (name == "sparse_attention")
+        assert get_space(name).version == (2 if name == "sparse_attention" else 1)
 
 
 def _only(model: str) -> SearchSpace:

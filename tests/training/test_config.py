@@ -35,3 +35,39 @@ def test_bad_jobs_are_refused():
         FoldJob(store="s", challenge=3, out_dir="o")
     with pytest.raises(ValueError, match="split"):
         FoldJob(store="s", challenge=1, out_dir="o", split="window")
+
+
+def test_group_learning_rates_round_trip_as_flat_keys():
+    hp = TrainConfig(
+        model="sparse_attention", lr_mult={"attention": 2.0, "head": 0.5}, warmup_epochs=1.5
+    )
+    flat = hp.to_flat()
+    assert flat["lr_mult.attention"] == 2.0 and flat["lr_mult.head"] == 0.5
+    assert "lr_mult" not in flat and flat["warmup_epochs"] == 1.5
+    assert TrainConfig.from_flat(json.loads(json.dumps(flat))) == hp
+    # The defaults mean what every config meant before groups: one rate, no warm-up.
+    assert TrainConfig().lr_mult == {} and TrainConfig().warmup_epochs == 0.0
+
+
+def test_overrides_reach_group_multipliers():
+    hp = TrainConfig().with_overrides(parse_overrides(["lr_mult.head=3", "warmup_epochs=1"]))
+    assert hp.lr_mult == {"head": 3.0} and isinstance(hp.lr_mult["head"], float)
+    assert hp.warmup_epochs == 1
+    with pytest.raises(ValueError, match=r"lr_mult\.<group>"):
+        TrainConfig().with_overrides({"lr_mult": 3})  # the dict itself is not a setting
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"lr_mult": {"head": -1.0}},
+        {"lr_mult": {"head": float("inf")}},
+        {"lr_mult": {"head": float("nan")}},
+        {"lr_mult": {"head": True}},
+        {"lr_mult": {"head": "fast"}},
+        {"warmup_epochs": -0.5},
+    ],
+)
+def test_bad_group_rates_are_refused(settings):
+    with pytest.raises(ValueError, match=r"lr_mult\.head|warmup_epochs"):
+        TrainConfig(**settings)

@@ -176,7 +176,8 @@ def test_a_full_precision_rerun_does_not_resume_a_bf16_state(
 
 def _fingerprint_inputs(store: Path, out: Path, **job_fields: str):
     job = FoldJob(store=str(store), challenge=1, out_dir=str(out), fold=1, n_folds=3, **job_fields)
-    hp = TrainConfig(model="softargmax_tcn", model_params=TINY_TCN)
+    # The recipe from before parameter groups, whose states these fingerprints must find.
+    hp = TrainConfig(model="softargmax_tcn", model_params=TINY_TCN, decay_norms_and_biases=True)
     return job, hp, fold_subjects(job, hp)
 
 
@@ -184,8 +185,9 @@ def _fingerprint_before_precision_existed(job: FoldJob, hp: TrainConfig, subject
     """The digest eegtune computed before ``precision`` was added, written out, so
     states saved then still resume."""
     manifest = storage.join(job.store, MANIFEST)
+    added_since = ("warmup_epochs", "decay_norms_and_biases")  # and lr_mult.*: none here
     relevant = {
-        **hp.to_flat(),
+        **{k: v for k, v in hp.to_flat().items() if k not in added_since},
         "challenge": job.challenge,
         "fold": job.fold,
         "subjects": [list(subjects.fit), list(subjects.inner_val), list(subjects.test)],

@@ -125,3 +125,21 @@ def test_state_from_before_the_store_was_prepared_again_is_ignored(
     with reporting_to(again):
         metrics = train_func(cfg)
     assert metrics["resumed_at_epoch"] == 0
+
+
+def test_fingerprint_follows_the_optimiser_recipe(prepared_store, tmp_path):
+    def key(**settings):
+        job = FoldJob(store=str(prepared_store), challenge=1, out_dir=str(tmp_path), n_folds=3)
+        hp = TrainConfig(model="sparse_attention", **settings)
+        return fingerprint(job, hp, fold_subjects(job, hp))
+
+    ones = {"front_end": 1.0, "attention": 1.0, "head": 1.0}
+    assert key() == key(lr_mult=ones)  # the same training, so the same saved state
+    assert key(decay_norms_and_biases=True) == key(decay_norms_and_biases=True, lr_mult=ones)
+    others = [
+        key(decay_norms_and_biases=True),
+        key(lr_mult={"head": 2.0}),
+        key(lr_mult={"head": 0.0}),
+        key(warmup_epochs=1.0),
+    ]
+    assert len({key(), *others}) == 5
