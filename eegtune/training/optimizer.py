@@ -22,7 +22,13 @@ from torch import nn
 from eegtune.models.base import EEGModel
 from eegtune.training.config import TrainConfig
 
-__all__ = ["build_optimizer", "build_schedule", "lr_factor", "no_decay_parameters"]
+__all__ = [
+    "base_rate",
+    "build_optimizer",
+    "build_schedule",
+    "lr_factor",
+    "no_decay_parameters",
+]
 
 # Their parameters scale or shift normalised activations.
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
@@ -78,6 +84,12 @@ def lr_factor(step: int, total_steps: int, warmup: int) -> float:
         return (step + 1) / warmup
     decay_steps = max(1, total_steps - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, decay_steps) / decay_steps))
+
+
+def base_rate(hp: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The base rate after ``step`` optimiser steps; group g learns at this × lr_mult.g."""
+    total = hp.max_epochs * steps_per_epoch
+    return hp.lr * lr_factor(step, total, warmup_steps(hp, steps_per_epoch))
 
 
 def build_schedule(

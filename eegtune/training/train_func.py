@@ -44,7 +44,7 @@ from eegtune.training.fold_data import (
     open_fold_source,
 )
 from eegtune.training.folds import inner_split, make_folds, store_subjects
-from eegtune.training.optimizer import build_optimizer, build_schedule, lr_factor, warmup_steps
+from eegtune.training.optimizer import base_rate, build_optimizer, build_schedule
 from eegtune.training.reporting import report, restore_state
 from eegtune.training.training_state import TrainingState, fingerprint
 
@@ -104,7 +104,6 @@ def _fit_by_gradient(
     opt = build_optimizer(model, hp)
     steps_per_epoch = max(1, math.ceil(len(source.fit_targets()) / hp.batch_size))
     sched = build_schedule(opt, hp, steps_per_epoch)
-    total_steps, warmup = hp.max_epochs * steps_per_epoch, warmup_steps(hp, steps_per_epoch)
     source.attach(model, opt)
     # Selection uses inner-validation RMSE: on a fixed set it ranks epochs exactly as NRMSE
     # does, and it stays defined when those subjects share one target (Challenge 2).
@@ -172,8 +171,7 @@ def _fit_by_gradient(
                 "train_loss": losses / max(seen, 1),
                 "inner_val_rmse": val,
                 "best_inner_val_rmse": best["inner_val_rmse"],
-                # The base rate; group g learns at this × lr_mult.g.
-                "lr": hp.lr * lr_factor(sched.last_epoch, total_steps, warmup),
+                "lr": base_rate(hp, sched.last_epoch, steps_per_epoch),
                 "epoch_seconds": time.perf_counter() - t0,
                 # Lets a fold-parallel run pool the inner-validation NRMSE across folds.
                 **{f"inner_val_{k}": v for k, v in error_sums(y_val, val_pred).items()},
