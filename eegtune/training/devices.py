@@ -14,6 +14,8 @@ import re
 import numpy as np
 import torch
 
+from eegtune.cpu_bf16 import bf16_convolution_defect
+
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("32", "bf16")
 
@@ -49,9 +51,12 @@ def to_device(x: np.ndarray, device: torch.device) -> torch.Tensor:
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16 autocast (matmuls and convolutions in bfloat16, reductions and the loss in
-    float32), or nothing at full precision."""
+    float32), or nothing at full precision. On the CPU, refused where this process's bf16
+    convolutions compute wrong numbers (:mod:`eegtune.cpu_bf16`)."""
     if precision == "32":
         return contextlib.nullcontext()
+    if device.type == "cpu" and (defect := bf16_convolution_defect()):
+        raise ValueError(f"--precision bf16: {defect}")
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
