@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO ?= demo_out
 
-.PHONY: demo test lint format clean venv
+.PHONY: demo test lint format clean venv zip-check
 
 venv: $(STAMP)
 
@@ -46,10 +46,22 @@ demo: $(STAMP)
 	$(VENV)/bin/eegtune submission --c1 $(DEMO)/ensemble_c1 --c2 $(DEMO)/ensemble_c2 \
 		--out $(DEMO)/submission.zip
 	$(VENV)/bin/eegtune score --submission $(DEMO)/submission.zip \
-		--bids $(DEMO)/bids/R3_L100_bdf --oracle $(DEMO)/bids/oracle.json --fast
+		--bids $(DEMO)/bids/R3_L100_bdf --oracle $(DEMO)/bids/oracle.json
 	$(VENV)/bin/eegtune report --experiment $(DEMO)/tune/c1 --experiment $(DEMO)/tune/c2 \
 		--ensemble $(DEMO)/ensemble_c1 --ensemble $(DEMO)/ensemble_c2 \
 		--scores $(DEMO)/submission_predictions.parquet --out $(DEMO)/report.html
+
+# The challenge's scorer runs torch 2.2.2. Its venv is built on first use, outside the
+# test suite: the PyPI wheel pulls in CUDA runtime packages (a few GB).
+SCORER_VENV ?= .venv-torch2.2
+$(SCORER_VENV)/.installed-stamp:
+	$(PYTHON) -m venv $(SCORER_VENV)
+	$(SCORER_VENV)/bin/python -m pip install --quiet "torch==2.2.2" "numpy==1.26.4"
+	touch $@
+
+zip-check: $(STAMP) $(SCORER_VENV)/.installed-stamp
+	@test -n "$(ZIP)" || { echo "usage: make zip-check ZIP=path/to/submission.zip"; exit 2; }
+	$(PY) scripts/zip_check.py --zip "$(ZIP)" --python $(SCORER_VENV)/bin/python
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -60,4 +72,4 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SCORER_VENV) $(DEMO) .pytest_cache .ruff_cache

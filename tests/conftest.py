@@ -17,6 +17,17 @@ CCD = "contrastChangeDetection"
 SHARED_METADATA = Path(__file__).resolve().parents[1].parent / "shared" / "hbn-r1-metadata"
 
 
+@pytest.fixture(autouse=True)
+def torch_threads_restored() -> Iterator[None]:
+    """A test that pins torch to one thread must not pin every test after it: their speed,
+    and so their timeouts, would then depend on the test order and the machine's cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 def require_shared_metadata() -> Path:
     if not (SHARED_METADATA / "participants.tsv").exists():
         pytest.skip(f"real R1 metadata not found at {SHARED_METADATA} (only in the project's CI)")

@@ -99,7 +99,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="score a submission zip as the challenge's scorer does")
     p.add_argument("--submission", required=True, help="the zip")
     p.add_argument("--bids", action="append", required=True, help="a release root (repeatable)")
-    p.add_argument("--fast", action="store_true", help=f"batches of {256}, not the scorer's 1")
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="batches of 256 instead of the scorer's 1 (the same float32 volts)",
+    )
     p.add_argument("--predictions", help="per-window Parquet (default: beside the zip)")
     p.add_argument("--oracle", help="a synthetic data set's oracle.json, to print its floors")
     p.add_argument("--smoke-test", action="store_true", help="only the first 2 subjects")

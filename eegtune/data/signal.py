@@ -1,9 +1,12 @@
 """Read one recording's signal through MNE: canonical channels, µV, 100 Hz.
 
-Every recording leaves here as float32 microvolts of shape (129, n_times) in the order
-E1…E128, Cz at 100 Hz, or raises :class:`RecordingError` naming the file. The
-competition copies are 100 Hz BDF; the originals are 500 Hz EEGLAB SET files, which are
-resampled with a polyphase FIR whose low-pass stops aliasing above the new Nyquist.
+Every recording leaves :func:`read_signal` as float32 microvolts of shape (129, n_times)
+in the order E1…E128, Cz at 100 Hz, or raises :class:`RecordingError` naming the file.
+The competition copies are 100 Hz BDF; the originals are 500 Hz EEGLAB SET files, which
+are resampled with a polyphase FIR whose low-pass stops aliasing above the new Nyquist.
+
+:func:`read_scorer_signal` reads what the challenge's scorer feeds a submission instead:
+MNE's volts cast to float32, in the file's own channel order, at the file's 100 Hz.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ SUPPORTED_SFREQS = (100.0, 500.0)
 
 @dataclass(frozen=True)
 class Signal:
-    data: np.ndarray  # float32 µV, (129, n_times), canonical channel order
+    data: np.ndarray  # float32, (129, n_times), in ``unit``
     sfreq: float  # always TARGET_SFREQ after reading
     source_sfreq: float
+    unit: str = "µV"  # "V" from read_scorer_signal only
 
     @property
     def n_times(self) -> int:
@@ -100,9 +104,7 @@ def resample_to_target(data: np.ndarray, sfreq: float) -> np.ndarray:
     return resample_poly(data, up, down, axis=1).astype(np.float32)
 
 
-def read_signal(path: str | Path) -> Signal:
-    """Read a BDF or EEGLAB recording as canonical float32 µV at 100 Hz."""
-    path = Path(path)
+def _checked_raw(path: Path):  # -> (mne.io.BaseRaw, sfreq, canonical order)
     if not path.exists():
         raise RecordingError(path, "signal file is missing")
     logging.getLogger("mne").setLevel(logging.ERROR)
@@ -112,11 +114,33 @@ def read_signal(path: str | Path) -> Signal:
         raise RecordingError(path, f"sampling rate {sfreq:g} Hz is not 100 or 500 Hz")
     if raw.n_times == 0:
         raise RecordingError(path, "zero-length recording: no samples")
-    order = canonical_order(path, list(raw.ch_names))
-    data = raw.get_data()[order] * 1e6  # MNE works in volts; the challenge feeds µV
-    data = resample_to_target(data.astype(np.float32), sfreq)
+    return raw, sfreq, canonical_order(path, list(raw.ch_names))
+
+
+def _finite(path: Path, data: np.ndarray) -> np.ndarray:
     if not np.isfinite(data).all():
         raise RecordingError(path, "signal contains NaN or infinite samples")
-    return Signal(
-        data=np.ascontiguousarray(data, dtype=np.float32), sfreq=TARGET_SFREQ, source_sfreq=sfreq
-    )
+    return np.ascontiguousarray(data, dtype=np.float32)
+
+
+def read_signal(path: str | Path) -> Signal:
+    """Read a BDF or EEGLAB recording as canonical float32 µV at 100 Hz."""
+    path = Path(path)
+    raw, sfreq, order = _checked_raw(path)
+    data = raw.get_data()[order] * 1e6  # MNE works in volts; the store keeps µV
+    data = resample_to_target(data.astype(np.float32), sfreq)
+    return Signal(data=_finite(path, data), sfreq=TARGET_SFREQ, source_sfreq=sfreq)
+
+
+def read_scorer_signal(path: str | Path) -> Signal:
+    """The recording as the challenge's scorer hands it to a submission: MNE's float64
+    volts cast to float32, channels in the file's order (the competition copies store
+    E1…E128, Cz), never rescaled or resampled. Only the 100 Hz copies are scored."""
+    path = Path(path)
+    raw, sfreq, _ = _checked_raw(path)
+    if abs(sfreq - TARGET_SFREQ) > 1e-6:
+        raise RecordingError(
+            path, f"is {sfreq:g} Hz; the scorer reads the 100 Hz competition copies (R*_L100_bdf)"
+        )
+    data = raw.get_data().astype(np.float32)
+    return Signal(data=_finite(path, data), sfreq=sfreq, source_sfreq=sfreq, unit="V")

@@ -1,4 +1,5 @@
-"""The ensemble's modules: a trial's fold models averaged, the members weighted and shrunk.
+"""The ensemble's modules: a trial's fold models averaged, the members weighted and shrunk,
+and the zip's unit boundary.
 
 Imports only torch: the submission zip carries this file as it is (see
 :mod:`eegtune.ensembles.submission`), so it must never import eegtune.
@@ -8,6 +9,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+# The store keeps µV, so every model was trained on µV; the scorer feeds MNE's volts.
+MICROVOLTS_PER_VOLT = 1e6
 
 
 class TrialBag(nn.Module):
@@ -41,3 +45,19 @@ class EnsemblePredictor(nn.Module):
         outs = torch.stack([m(x) for m in self.members], dim=-1)  # (B, 1, M)
         ens = (outs * self.weights).sum(dim=-1)
         return self.centre + self.alpha * (ens - self.centre)
+
+
+class FromVolts(nn.Module):
+    """The zip's model: the scorer's input, float32 **volts** (B, 129, 200) exactly as MNE
+    returns a recording, converted once to the µV the ensemble was trained on; (B, 1) out.
+
+    The factor is fixed, never inferred from the data's magnitude: a zip that guessed could
+    treat a quiet recording in µV as volts, and a loud one the other way round.
+    """
+
+    def __init__(self, ensemble: EnsemblePredictor) -> None:
+        super().__init__()
+        self.ensemble = ensemble
+
+    def forward(self, volts: Tensor) -> Tensor:
+        return self.ensemble(volts * MICROVOLTS_PER_VOLT)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ import torch
 from eegtune.ensembles import score_runner
 from eegtune.ensembles.errors import EnsembleError
 from eegtune.ensembles.scoring_windows import build_scoring_set
+from eegtune.ensembles.submission import EEGTUNE_IMPORT
 from eegtune.metrics import nrmse, overall_score, rmse
 
 REQUIRED = ("submission.py", "weights_challenge_1.pt", "weights_challenge_2.pt")
@@ -81,9 +83,17 @@ def unpack_submission(zip_path: Path, dest: Path) -> None:
             bad = zf.testzip()
             if bad is not None:
                 raise EnsembleError(f"{zip_path} is damaged: {bad} fails its checksum")
+            # The scorer's machine has no eegtune: a zip that needs it would fail there.
+            for name in names:
+                if name.endswith(".py") and EEGTUNE_IMPORT.search(zf.read(name).decode("utf-8")):
+                    raise EnsembleError(
+                        f"{zip_path}: {name} imports eegtune, which the scorer does not have"
+                    )
             zf.extractall(dest)
-    except (zipfile.BadZipFile, EOFError) as exc:
+    except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise EnsembleError(f"{zip_path} is not a readable zip (truncated?): {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise EnsembleError(f"{zip_path}: a .py file is not UTF-8 text: {exc}") from exc
 
 
 def run_submission(

@@ -1,5 +1,8 @@
 """The windows the challenge's scorer feeds a submission, rebuilt from BIDS releases.
 
+- Every window is float32 **volts**, as MNE returns the recording and the scorer passes it
+  on (:func:`eegtune.data.signal.read_scorer_signal`), not the store's µV: the zip's
+  contract is the scorer's input.
 - Challenge 1: one (129, 200) window per scored trial, from the official trial table:
   the same code path as ``prepare`` (:func:`eegtune.data.prepare.challenge1_windows`).
 - Challenge 2: the CCD recordings with at least 4 s of signal and a non-missing
@@ -23,7 +26,7 @@ import pandas as pd
 
 from eegtune.data.errors import DatasetError, RecordingError
 from eegtune.data.prepare import CCD, PrepareOptions, challenge1_windows, plan_units
-from eegtune.data.signal import read_signal
+from eegtune.data.signal import read_scorer_signal
 from eegtune.data.windows import cut_challenge2
 
 CROP = 200
@@ -75,7 +78,7 @@ def build_scoring_set(
         if i % 10 == 0:
             log(f"cutting windows: recording {i + 1}/{len(recordings)}")
         try:
-            signal = read_signal(rec.path)
+            signal = read_scorer_signal(rec.path)
         except RecordingError as exc:
             out.problems.append(f"{exc.path}: {exc.problem} (not scored)")
             continue

@@ -31,7 +31,7 @@ PREFIX = "sub_"
 # Read, never imported: it imports the sub_* modules that exist only inside the zip.
 ENTRY = Path(__file__).with_name("submission_entry.py")
 _IMPORT = re.compile(r"^(\s*from\s+)eegtune\.models\.(\w+)(\s+import\b)", re.MULTILINE)
-_ANY_EEGTUNE = re.compile(r"^\s*(from|import)\s+eegtune\b", re.MULTILINE)
+EEGTUNE_IMPORT = re.compile(r"^\s*(from|import)\s+eegtune\b", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def export_submission(c1_dir: str | Path, c2_dir: str | Path, out: str | Path) -
         names |= used
     files = {"submission.py": ENTRY.read_text(), **bundled_sources(names)}
     for file, text in files.items():
-        if _ANY_EEGTUNE.search(text):
+        if EEGTUNE_IMPORT.search(text):
             raise EnsembleError(f"{file} would import eegtune inside the zip; cannot export it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")

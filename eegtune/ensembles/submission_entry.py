@@ -6,8 +6,13 @@ eegtune's own, copied into the zip at export time with its imports renamed.
 
 ``weights_challenge_{1,2}.pt`` each hold one ensemble as plain containers and tensors
 (no pickled classes): its members' fold models (config and state_dict), the members'
-weights, the shrinkage α and the centre c. A model predicts
-``c + α · (Σ weight · mean over folds(fold model(x)) − c)`` for raw (B, 129, 200) µV.
+weights, the shrinkage α and the centre c.
+
+Input: X is float32 **volts**, shape (B, 129, 200) at 100 Hz, exactly what the scorer
+passes (MNE's values for the BDF recordings, never rescaled). Each model multiplies X by
+1e6 once, because its members were trained on µV, and predicts
+``c + α · (Σ weight · mean over folds(fold model(µV)) − c)`` as (B, 1). The factor is
+fixed: nothing here guesses the unit from the data's magnitude.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ if str(HERE) not in sys.path:  # the sub_* modules travel beside this file
     sys.path.insert(0, str(HERE))
 
 import sub_zoo  # noqa: E402, F401  (registers the architectures this zip uses)
-from sub_ensemble_module import EnsemblePredictor, TrialBag  # noqa: E402
+from sub_ensemble_module import EnsemblePredictor, FromVolts, TrialBag  # noqa: E402
 from sub_registry import model_from_config  # noqa: E402
 
 SFREQ_EXPECTED = 100
@@ -37,7 +42,7 @@ def find_file(name: str) -> Path:
     raise FileNotFoundError(f"{name} not found in any of {[str(f) for f in SEARCH]}")
 
 
-def build_ensemble(blob: dict, device: torch.device) -> EnsemblePredictor:
+def build_ensemble(blob: dict, device: torch.device) -> FromVolts:
     bags = []
     for member in blob["members"]:
         folds = []
@@ -48,7 +53,7 @@ def build_ensemble(blob: dict, device: torch.device) -> EnsemblePredictor:
         bags.append(TrialBag(folds))
     weights = [float(m["weight"]) for m in blob["members"]]
     module = EnsemblePredictor(bags, weights, float(blob["alpha"]), float(blob["centre"]))
-    return module.to(device).eval()
+    return FromVolts(module).to(device).eval()
 
 
 class Submission:

@@ -79,9 +79,12 @@ def test_two_replicas_match_one_worker_step_for_step(tmp_path):
         replicas = dict(out)
     # The replicas end identical (they must, or their early stopping would diverge)...
     assert all(torch.equal(replicas[0][k], replicas[1][k]) for k in alone)
-    # ...and equal to one worker on whole batches, up to float summation order.
+    # ...and equal to one worker on whole batches, up to float summation order. AdamW's
+    # normalisation magnifies that order's effect on tiny gradients, and the order is the
+    # BLAS kernel's choice for 4 rows against 8: the gap reached 40% of rtol 1e-4 on one
+    # kernel set, hence 1e-3 (a wrong reduction would be off by far more).
     for k in alone:
-        torch.testing.assert_close(replicas[0][k], alone[k], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(replicas[0][k], alone[k], rtol=1e-3, atol=1e-5)
     assert not torch.equal(alone["net.1.weight"], TinyRegressor().state_dict()["net.1.weight"])
 
 

@@ -41,7 +41,9 @@ def test_loaded_ensemble_equals_the_members_combined_by_hand(finished_experiment
         one = torch.cat([model(x[i : i + 1]) for i in range(5)])
     assert got.shape == (5, 1) and got.dtype == torch.float32
     np.testing.assert_allclose(got.numpy()[:, 0], by_hand, atol=1e-6)
-    np.testing.assert_allclose(one.numpy(), got.numpy(), atol=1e-6)
+    # Batch 1 against batch 5: other convolution kernels, other summation orders. One or two
+    # float32 steps apart here (2.4e-7 s); 1e-5 as in the other batch-size checks.
+    np.testing.assert_allclose(one.numpy(), got.numpy(), atol=1e-5)
 
     # Each saved file is a plain state_dict: tensors only, readable with weights_only.
     files = sorted((out / "members").glob("*.pt"))

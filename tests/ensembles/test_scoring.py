@@ -7,6 +7,7 @@ import json
 import math
 import random
 import re
+import struct
 import zipfile
 from pathlib import Path
 
@@ -128,14 +129,34 @@ def _score(zip_path: Path, bids: Path, capsys) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def imports_eegtune(tmp_path: Path) -> Path:
+    source = b"import torch\nfrom eegtune.models import create_model\n"
+    return _zip(tmp_path / "sub.zip", {**_files(), "sub_helper.py": source})
+
+
+def bad_crc(tmp_path: Path) -> Path:
+    """A whole zip whose weights file has one byte flipped: only its CRC tells."""
+    path = _zip(tmp_path / "sub.zip", _files())
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        offset = zf.getinfo("weights_challenge_1.pt").header_offset
+    # The local header: 30 bytes, then the name and extra field whose lengths it gives.
+    name_len, extra_len = struct.unpack("<HH", data[offset + 26 : offset + 30])
+    data[offset + 30 + name_len + extra_len + 1000] ^= 0xFF
+    path.write_bytes(data)
+    return path
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
         (truncated, "not a readable zip"),
         (in_a_folder, "not single level: 'submission/"),
         (without_c2_weights, "weights_challenge_2.pt"),
+        (imports_eegtune, "sub_helper.py imports eegtune, which the scorer does not have"),
+        (bad_crc, "is damaged: weights_challenge_1.pt fails its checksum"),
     ],
-    ids=["truncated", "in_a_folder", "without_c2_weights"],
+    ids=["truncated", "in_a_folder", "without_c2_weights", "imports_eegtune", "bad_crc"],
 )
 def test_bad_zip_is_refused_by_name(make, message, tmp_path, capsys):
     zip_path = make(tmp_path)
@@ -154,6 +175,38 @@ def test_submission_failing_at_import_is_reported(synthetic_bids, tmp_path, caps
     assert code == 2
     assert "failed in the scorer's process" in err
     assert "deliberately broken submission" in err  # the process's own traceback, passed on
+    assert not list(tmp_path.glob("*.parquet"))
+
+
+# A submission whose model returns (B,) instead of the (B, 1) the scorer indexes.
+FLAT_OUTPUT = b"""
+import torch
+
+
+class Flat(torch.nn.Module):
+    def forward(self, x):
+        return x.mean(dim=(1, 2))
+
+
+class Submission:
+    def __init__(self, SFREQ, DEVICE):
+        pass
+
+    def get_model_challenge_1(self):
+        return Flat()
+
+    def get_model_challenge_2(self):
+        return Flat()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_model_of_the_wrong_output_shape_is_reported(small_bids, tmp_path, capsys):
+    zip_path = _zip(tmp_path / "sub.zip", _files(FLAT_OUTPUT))
+    code, _, err = _score(zip_path, small_bids, capsys)
+    assert code == 2
+    assert "the model returned (1,), not (1, 1)" in err
     assert not list(tmp_path.glob("*.parquet"))
 
 

@@ -65,8 +65,14 @@ def predict(ens_dir: Path, x: np.ndarray) -> np.ndarray:
 
 
 def random_windows(n: int, seed: int = 0) -> np.ndarray:
+    """µV, as the store holds them."""
     rng = np.random.default_rng(seed)
     return (rng.standard_normal((n, 129, 200)) * 10).astype(np.float32)
+
+
+def as_volts(x: np.ndarray) -> np.ndarray:
+    """What the scorer feeds the zip for the same signal: float32 volts."""
+    return (x.astype(np.float64) * 1e-6).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +97,8 @@ def test_zip_predicts_what_the_folders_predict_in_the_scorers_process(
     scoring.unpack_submission(zip_path, zip_dir)
     x = random_windows(7)
     files = [tmp_path / "a.npy", tmp_path / "b.npy"]
-    np.save(files[0], x[:3])
-    np.save(files[1], x[3:])
+    np.save(files[0], as_volts(x[:3]))
+    np.save(files[1], as_volts(x[3:]))
     expected = {1: predict(c1, x), 2: predict(c2, x)}
     # The challenges' models must differ, or a swapped weights file would go unnoticed.
     assert np.abs(expected[1] - expected[2]).max() > 1e-3
@@ -154,7 +160,8 @@ print(json.dumps(result))
 
 @pytest.fixture(scope="module")
 def isolated_run(exported, tmp_path_factory) -> tuple[dict, Path, np.ndarray]:
-    """The CHILD's report, the zip's folder and the one window it predicted."""
+    """The CHILD's report, the zip's folder and the one window it predicted (in µV; the
+    CHILD was given it in volts)."""
     root = tmp_path_factory.mktemp("isolated")
     zip_dir, weights_dir = root / "zip", root / "cwd"
     zip_dir.mkdir()
@@ -164,7 +171,7 @@ def isolated_run(exported, tmp_path_factory) -> tuple[dict, Path, np.ndarray]:
     for name in ("weights_challenge_1.pt", "weights_challenge_2.pt"):
         shutil.move(zip_dir / name, weights_dir / name)
     window = random_windows(1, seed=5)
-    np.save(root / "window.npy", window)
+    np.save(root / "window.npy", as_volts(window))
     sites = [p for p in site.getsitepackages() if Path(p).is_dir()]
     cmd = [sys.executable, "-I", "-S", "-c", CHILD, str(zip_dir), str(root / "window.npy"), *sites]
     env = {**os.environ, **ONE_THREAD}
@@ -275,3 +282,83 @@ def test_incomplete_or_mismatched_folders_are_refused(exported, tmp_path, capsys
     assert "Challenge 1" in err and "Challenge 2" in err
     # Nor is a temporary file left where the zip would have gone.
     assert not any((tmp_path / "out").glob("*"))
+
+
+def test_members_and_fold_models_differ_on_the_test_input(exported):
+    """Agreement within 1e-5 above only means something if what is averaged differs: every
+    fold model from every other, and every member from every other, by far more."""
+    x = torch.from_numpy(random_windows(7))
+    for ens_dir in exported[:2]:
+        ensemble = load_ensemble(ens_dir)
+        with torch.no_grad():
+            members = [bag(x)[:, 0] for bag in ensemble.members]
+            folds = [fold(x)[:, 0] for bag in ensemble.members for fold in bag.folds]
+        for outputs in (members, folds):
+            for i, a in enumerate(outputs):
+                for b in outputs[i + 1 :]:
+                    assert float((a - b).abs().max()) > 100 * 1e-5
+        assert len(folds) >= 2
+
+
+# Loads challenge 1 of the unpacked zip in a fresh process whose search list is the
+# challenge's with its two /app folders moved under a test root; prints the prediction,
+# which is the centre of whichever weights file was found.
+SEARCH_CHILD = r"""
+import json, sys
+from pathlib import Path
+import torch
+zip_dir, app = sys.argv[1], Path(sys.argv[2])
+sys.path.insert(0, zip_dir)
+import submission
+real = [str(p) for p in submission.SEARCH]
+submission.SEARCH = (app / "input" / "res", app / "input", *submission.SEARCH[2:])
+try:
+    model = submission.Submission(100, "cpu").get_model_challenge_1()
+    found = float(model(torch.zeros(1, 129, 200))[0][0])
+except FileNotFoundError as exc:
+    found = str(exc)
+print(json.dumps({"real": real, "found": found}))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_weights_are_searched_in_the_challenges_order(tmp_path):
+    """/app/input/res, /app/input, the working directory, beside submission.py: a weights
+    file in each place (mean predictors with different centres), the first present wins."""
+    places = ["res", "input", "cwd", "beside"]
+    folders = {"res": tmp_path / "app" / "input" / "res", "input": tmp_path / "app" / "input",
+               "cwd": tmp_path / "cwd", "beside": tmp_path / "zip"}  # fmt: skip
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    ensembles = {}
+    for c in (1, 2):
+        ensembles[c] = tmp_path / f"mean_c{c}"
+        write_ensemble(
+            ensembles[c], {"challenge": c, "members": [], "alpha": 1.0, "centre": 0.0}, []
+        )
+    zip_path = tmp_path / "mean.zip"
+    assert main(["submission", "--c1", str(ensembles[1]), "--c2", str(ensembles[2]),
+                 "--out", str(zip_path)]) == 0  # fmt: skip
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(folders["beside"])
+    template = torch.load(folders["beside"] / "weights_challenge_1.pt", weights_only=True)
+    for i, place in enumerate(places):
+        torch.save({**template, "centre": float(i + 1)}, folders[place] / "weights_challenge_1.pt")
+
+    def found() -> tuple[list[str], float | str]:
+        cmd = [sys.executable, "-I", "-c", SEARCH_CHILD, str(folders["beside"]),
+               str(tmp_path / "app")]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=folders["cwd"], timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        return result["real"], result["found"]
+
+    real, _ = found()
+    assert real[:2] == ["/app/input/res", "/app/input"]  # the challenge's own folders
+    assert Path(real[2]) == folders["cwd"] and Path(real[3]) == folders["beside"]
+    for i, place in enumerate(places):
+        assert found()[1] == float(i + 1), place
+        (folders[place] / "weights_challenge_1.pt").unlink()
+    missing = found()[1]
+    assert isinstance(missing, str) and "weights_challenge_1.pt not found" in missing
+    assert all(str(folders[p]) in missing for p in places)
