@@ -92,6 +92,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         data_mode=args.data_mode,
         device=args.device,
         precision=args.precision,
+        checkpoint_every=args.checkpoint_every,
     )
     if args.tracking:
         parse_tracking(args.tracking)  # a malformed spec fails before Ray starts
@@ -117,6 +118,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             cpus_per_worker=args.cpus_per_worker,
             gpus_per_fold=args.gpus_per_fold,
             total_gpus=cluster.get("GPU", 0),
+            pool=args.workers_per_fold == 1,
         )
         data, plan = plan_experiment_data(job, plan)
         print(f"resources: {plan.describe()}")
@@ -189,8 +191,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="shared memory for a local Ray's object store (default: Ray's, 30%% of RAM)",
     )
     add_data_mode_arg(p)
-    p.add_argument("--workers-per-fold", type=int, default=1)
+    p.add_argument(
+        "--workers-per-fold",
+        type=int,
+        default=1,
+        help="1: folds train on the experiment's fold pool; more: data-parallel folds, a Ray "
+        "Train worker group per trial",
+    )
     p.add_argument("--cpus-per-worker", type=float)
+    p.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a pool fold saves its training state when its last save is older than this, "
+        "and when it ends (default 30)",
+    )
     add_device_args(p, gpus=True)
     p.add_argument(
         "--wait-for-resources",

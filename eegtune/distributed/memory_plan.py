@@ -109,6 +109,15 @@ def plan_data(
     hosted = sum(
         min(math.floor(n.cpus / plan.cpus_per_worker + 1e-9), n.heap // heap) for n in nodes
     )
+    data_plan = DataPlan(mode, requested, size.stored_bytes, budget, heap)
+    if plan.pool_workers:
+        # The pool's workers are all the workers there will be: as many as memory holds.
+        if hosted < 1:
+            raise ResourceError(
+                f"a fold worker needs {gib(heap)} of heap ({mode} mode), but no node's memory "
+                f"outside the object store holds one ({', '.join(gib(n.heap) for n in nodes)})"
+            )
+        return data_plan, dataclasses.replace(plan, pool_workers=min(plan.pool_workers, hosted))
     trials = hosted // plan.workers_per_trial
     if trials < 1:
         raise ResourceError(
@@ -117,7 +126,6 @@ def plan_data(
             f"{hosted} such workers ({', '.join(gib(n.heap) for n in nodes)}); use fewer "
             f"folds or workers per fold, or nodes with more memory"
         )
-    data_plan = DataPlan(mode, requested, size.stored_bytes, budget, heap)
     capped = dataclasses.replace(
         plan, max_concurrent_trials=min(plan.max_concurrent_trials, trials)
     )

@@ -37,6 +37,9 @@ class ResourcePlan:
     max_concurrent_trials: int
     total_gpus: float = 0.0
     gpus_per_fold: float = 0.0  # shared by the fold's workers; 0.25 puts four folds on a GPU
+    # > 0: the experiment's fold pool (eegtune.distributed.fold_pool), this many workers
+    # shared by every trial; 0: each trial starts its own TorchTrainer.
+    pool_workers: int = 0
 
     @property
     def gpus_per_worker(self) -> float:
@@ -59,6 +62,15 @@ class ResourcePlan:
         return asdict(self)
 
     def describe(self) -> str:
+        if self.pool_workers:
+            gpus = f" and {self.gpus_per_fold:g} GPU" if self.gpus_per_fold else ""
+            return (
+                f"a pool of {self.pool_workers} fold workers × {self.cpus_per_worker:g} CPU{gpus} "
+                f"({self.torch_threads} torch thread(s) each), started once and shared by every "
+                f"trial's {self.n_folds} folds; {self.data_reserve_cpus:g} of "
+                f"{self.total_cpus:g} CPUs kept for reading the store; up to "
+                f"{self.max_concurrent_trials} trial(s) at once"
+            )
         gpus = (
             f" and {self.n_folds} × {self.gpus_per_fold:g} = {self.n_folds * self.gpus_per_fold:g} "
             f"of {self.total_gpus:g} GPU(s)"
@@ -82,24 +94,39 @@ def plan_resources(
     max_concurrent_trials: int | None = None,
     gpus_per_fold: float = 0.0,
     total_gpus: float = 0.0,
+    pool: bool = False,
 ) -> ResourcePlan:
     """Lay out one trial's fold workers on ``total_cpus``; refuse what would deadlock.
 
     By default a quarter of the cluster (at least half a CPU) stays with the reads, and
     each worker gets an equal share of the rest, at most 1 CPU for a fold's worker (more
     threads buy little for these small models).
+
+    ``pool``: lay out the experiment's fold pool instead (single-worker folds only): half
+    a CPU for the reads, as many workers as the rest holds at up to 1 CPU each, shared by
+    all trials, and enough concurrent trials to keep them busy while trials start and end.
     """
     if n_folds < 1 or workers_per_fold < 1:
         raise ResourceError("n_folds and workers_per_fold must be at least 1")
     if total_cpus <= 0:
         raise ResourceError(f"the cluster reports {total_cpus} CPUs")
-    reserve = max(0.5, 0.25 * total_cpus) if data_reserve_cpus is None else data_reserve_cpus
+    # The pool's workers start after the windows are shared, so its reads are only those
+    # that Ray re-runs for a lost node: half a CPU (two read tasks) is enough.
+    default_reserve = 0.5 if pool else max(0.5, 0.25 * total_cpus)
+    reserve = default_reserve if data_reserve_cpus is None else data_reserve_cpus
     if reserve < 0 or reserve >= total_cpus:
         raise ResourceError(
             f"keeping {reserve:g} CPUs for reading the store leaves nothing for training on "
             f"{total_cpus:g} CPUs"
         )
     usable = total_cpus - reserve
+    if pool:
+        if workers_per_fold != 1:
+            raise ResourceError("the fold pool trains single-worker folds only")
+        return _plan_pool(
+            total_cpus, reserve, n_folds, cpus_per_worker, max_concurrent_trials,
+            gpus_per_fold, total_gpus,
+        )  # fmt: skip
     workers = n_folds * workers_per_fold
     if cpus_per_worker is None:
         cpus_per_worker = min(1.0, math.floor(usable / workers * 100) / 100)
@@ -147,6 +174,47 @@ def plan_resources(
         max_concurrent_trials=fit,
         total_gpus=float(total_gpus),
         gpus_per_fold=float(gpus_per_fold),
+    )
+
+
+def _plan_pool(
+    total_cpus: float,
+    reserve: float,
+    n_folds: int,
+    cpus_per_worker: float | None,
+    max_concurrent_trials: int | None,
+    gpus_per_fold: float,
+    total_gpus: float,
+) -> ResourcePlan:
+    usable = total_cpus - reserve
+    if cpus_per_worker is None:
+        # One worker per whole usable CPU (one torch thread each), the remainder shared:
+        # 1.5 usable CPUs make two one-thread workers, not one.
+        cpus_per_worker = math.floor(usable / max(1, math.ceil(usable - 1e-9)) * 100) / 100
+    if cpus_per_worker <= 0 or cpus_per_worker > usable + 1e-9:
+        raise ResourceError(
+            f"a fold worker of {cpus_per_worker:g} CPU does not fit in the {usable:g} CPUs "
+            f"left after keeping {reserve:g} for reading the store"
+        )
+    workers = math.floor(usable / cpus_per_worker + 1e-9)
+    if gpus_per_fold:
+        per_fold_fit = _gpu_fit(1, 1, gpus_per_fold, total_gpus)
+        workers = min(workers, per_fold_fit)
+    # Enough trials to keep every worker busy, plus one whose folds are ready to start
+    # while another trial's last folds finish.
+    concurrent = max_concurrent_trials or math.ceil(workers / n_folds) + 1
+    if concurrent < 1:
+        raise ResourceError("max_concurrent_trials must be at least 1")
+    return ResourcePlan(
+        total_cpus=float(total_cpus),
+        n_folds=n_folds,
+        workers_per_fold=1,
+        cpus_per_worker=float(cpus_per_worker),
+        data_reserve_cpus=float(reserve),
+        max_concurrent_trials=concurrent,
+        total_gpus=float(total_gpus),
+        gpus_per_fold=float(gpus_per_fold),
+        pool_workers=workers,
     )
 
 

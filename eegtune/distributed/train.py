@@ -34,7 +34,7 @@ from eegtune.training.train_func import train_func
 
 SHARED_KEY = "_shared_windows"  # in the workers' loop config only, never in config.json
 
-__all__ = ["VAL_METRIC", "fold_worker", "run_folds"]
+__all__ = ["VAL_METRIC", "fold_worker", "run_folds", "worker_device", "write_trial_config"]
 
 
 def fold_worker(config: dict[str, Any]) -> None:
@@ -49,7 +49,7 @@ def fold_worker(config: dict[str, Any]) -> None:
     per_fold = int(config["workers_per_fold"])
     fold, replica = divmod(rank, per_fold)
     torch.set_num_threads(int(config["threads"]))
-    config["device"] = _worker_device(str(config.get("device", "auto")))
+    config["device"] = worker_device(str(config.get("device", "auto")))
     job = FoldJob.from_flat({**config, "fold": fold, "replica": replica})
     # Where each worker ran, for the record, the multi-node test and the fault drill, and
     # when it reached each step (wall-clock seconds), for the trial-launch benchmark.
@@ -87,9 +87,10 @@ def fold_worker(config: dict[str, Any]) -> None:
     reporter.finish(job.out_dir)
 
 
-def _worker_device(requested: str) -> str:
-    """The device this worker trains on: ``auto`` is the GPU Ray Train assigned it (its
-    local rank's, since workers on one node share CUDA_VISIBLE_DEVICES), else the CPU."""
+def worker_device(requested: str, under_train: bool = True) -> str:
+    """The device this worker trains on: ``auto`` is the GPU Ray assigned it (under Ray
+    Train its local rank's, since workers on one node share CUDA_VISIBLE_DEVICES), else
+    the CPU."""
     import ray
     import torch
 
@@ -98,9 +99,22 @@ def _worker_device(requested: str) -> str:
     # Logical GPUs (a CPU build of torch, or a test cluster) train on the CPU.
     if not ray.get_gpu_ids() or not torch.cuda.is_available():
         return "cpu"
+    if not under_train:  # a pool worker sees only the GPU Ray gave it
+        return "cuda:0"
     import ray.train.torch
 
     return str(ray.train.torch.get_device())
+
+
+def write_trial_config(config: dict[str, Any]) -> None:
+    """The trial's ``config.json``: every training setting, defaults included, so that a
+    retrain (finalists) reads the recipe this run had even after a later eegtune changes a
+    default."""
+    complete = {**config, **TrainConfig.from_flat(config).to_flat()}
+    storage.write_text(
+        storage.join(str(config["out_dir"]), "config.json"),
+        json.dumps(complete, indent=1, default=str),
+    )
 
 
 def run_folds(
@@ -131,12 +145,7 @@ def run_folds(
         raise ValueError(f"data_mode must be memory or stream here, got {data_mode!r}")
     if data_mode == "memory" and windows is None:
         windows = share_windows(job.store, job.challenge)
-    # Every training setting, defaults included, so that a retrain (finalists) reads the
-    # recipe this run had even after a later eegtune changes a default.
-    complete = {**config, **TrainConfig.from_flat(config).to_flat()}
-    storage.write_text(
-        storage.join(job.out_dir, "config.json"), json.dumps(complete, indent=1, default=str)
-    )
+    write_trial_config(config)
     trainer = TorchTrainer(
         fold_worker,
         train_loop_config={

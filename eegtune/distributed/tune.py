@@ -24,6 +24,7 @@ from typing import Any
 
 from eegtune import storage
 from eegtune.data.bids import atomic_write_text
+from eegtune.distributed.fold_pool import start_pool, stop_pool
 from eegtune.distributed.memory_plan import DataPlan, cluster_memory, plan_data
 from eegtune.distributed.resources import TRIAL_DRIVER_MEMORY, ResourcePlan
 from eegtune.distributed.shared_windows import SharedWindows, share_windows
@@ -40,18 +41,20 @@ from eegtune.distributed.study import (
     results_table,
 )
 from eegtune.distributed.tracking import tracking_callbacks
-from eegtune.distributed.train import VAL_METRIC, run_folds
+from eegtune.distributed.train import VAL_METRIC, run_folds, write_trial_config
+from eegtune.distributed.trial_driver import drive_trial, pool_callback
 from eegtune.search_spaces import get_space
 from eegtune.search_spaces.registry import SearchSpace
 from eegtune.training.config import TrainConfig
 from eegtune.training.data_modes import DATA_MODES, store_size
 from eegtune.training.devices import check_device_settings
+from eegtune.training.folds import SPLIT_FILE, make_folds, split_record, store_subjects
 
 DRIVER = "driver.json"  # per trial folder: the process that runs the trial's TorchTrainer
 SAMPLERS = ("tpe", "random")
 # What a --resume may change (the data mode too: a bigger cluster may hold in memory what
 # a smaller one streamed).
-RESUMABLE = ("n_trials", "max_failures", "data_mode", "device")
+RESUMABLE = ("n_trials", "max_failures", "data_mode", "device", "checkpoint_every")
 SCHEDULERS = ("asha", "fifo")
 
 
@@ -76,6 +79,9 @@ class TuneJob:
     data_mode: str = "auto"  # memory, stream or auto (see eegtune.distributed.memory_plan)
     device: str = "auto"  # auto: the GPU Ray assigns each fold worker, else its CPUs
     precision: str = "32"  # "bf16": autocast; part of the experiment, unlike the device
+    # Fold-pool workers save a fold's training state when the last save is older than this
+    # (seconds), and when the fold ends: what a lost worker can lose at most.
+    checkpoint_every: float = 30.0
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -86,6 +92,8 @@ class TuneJob:
         check_device_settings(self.device, self.precision)
         if self.data_mode not in DATA_MODES:
             raise ValueError(f"data_mode must be one of {DATA_MODES}, got {self.data_mode!r}")
+        if not self.checkpoint_every >= 0:
+            raise ValueError(f"checkpoint_every must be >= 0 s, got {self.checkpoint_every}")
 
     @property
     def experiment_uri(self) -> str:
@@ -102,10 +110,11 @@ class TuneJob:
 
 
 def _trainable(job: TuneJob, plan: ResourcePlan, data: DataPlan):
-    def trial(config: dict[str, Any], windows: SharedWindows | None = None) -> None:
+    def trial(
+        config: dict[str, Any], windows: SharedWindows | None = None, dispatcher: Any = None
+    ) -> None:
         import ray
         from ray import tune
-        from ray.tune.integration.ray_train import TuneReportCallback
 
         trial_id = tune.get_context().get_trial_id()
         out_dir = storage.join(job.experiment_uri, "folds", trial_id)
@@ -130,7 +139,16 @@ def _trainable(job: TuneJob, plan: ResourcePlan, data: DataPlan):
             "out_dir": out_dir,
             "device": job.device,
             "precision": job.precision,
+            "split_file": storage.join(job.experiment_uri, SPLIT_FILE),
+            "checkpoint_every": job.checkpoint_every,
         }
+        if dispatcher is not None:  # the experiment's fold pool
+            write_trial_config(flat)
+            folds = [{**flat, "fold": k} for k in range(job.n_folds)]
+            drive_trial(dispatcher, trial_id, folds, out_dir, job.max_epochs, tune.report)
+            return
+        from ray.tune.integration.ray_train import TuneReportCallback
+
         run_folds(
             flat,
             plan,
@@ -233,12 +251,14 @@ def run_tune(
             raise ValueError(f"--resume must continue the same experiment; changed {detail}")
     if data is None:  # refused here, before anything is written or read, if it cannot fit
         data, plan = plan_experiment_data(job, plan)
+    split = _fix_split(job, resume)
     job.experiment_dir.mkdir(parents=True, exist_ok=True)
     _close_interrupted(job)
     done = finished_trials(job)
     remaining = max(0, job.n_trials - done)
     saved = {**record, "plan": plan.to_dict(), "data": dataclasses.asdict(data)}
     atomic_write_text(saved_path, json.dumps(saved, indent=1))
+    storage.write_text(storage.join(job.experiment_uri, SPLIT_FILE), json.dumps(split, indent=1))
     push_journal(job)
     if remaining:
         # Read once per experiment (this run of it): every trial's folds share this copy.
@@ -264,9 +284,18 @@ def run_tune(
             storage=_study(job),
             points_to_evaluate=points_to_evaluate,
         )
+        # Single-worker folds train on the experiment's fold pool, started once here.
+        pool = start_pool(plan, data.worker_heap, windows) if plan.pool_workers else None
+        callbacks = [journal_sync(job), *tracking_callbacks(tracking, job.name)]
+        if pool is not None:
+            callbacks.append(pool_callback(pool[0]))
         tuner = tune.Tuner(
             tune.with_resources(
-                tune.with_parameters(_trainable(job, plan, data), windows=windows),
+                tune.with_parameters(
+                    _trainable(job, plan, data),
+                    windows=None if pool else windows,
+                    dispatcher=pool[0] if pool else None,
+                ),
                 {"CPU": 0, "memory": TRIAL_DRIVER_MEMORY},
             ),
             tune_config=tune.TuneConfig(
@@ -275,18 +304,41 @@ def run_tune(
                 metric=VAL_METRIC,
                 mode="min",
                 num_samples=remaining,
+                # A pool trial only drives: one process can drive trial after trial.
+                reuse_actors=pool is not None,
             ),
             run_config=tune.RunConfig(
                 name=f"tune_{done}",
                 storage_path=storage.join(job.experiment_uri, "ray"),
-                callbacks=[journal_sync(job), *tracking_callbacks(tracking, job.name)],
+                callbacks=callbacks,
                 failure_config=tune.FailureConfig(max_failures=job.max_failures),
                 verbose=verbose,
             ),
         )
-        tuner.fit()
+        try:
+            tuner.fit()
+        finally:
+            if pool is not None:
+                stop_pool(*pool)
         push_journal(job)
     return results_table(job)
+
+
+def _fix_split(job: TuneJob, resume: bool) -> dict:
+    """The experiment's folds, drawn once; a resume must find the same assignment."""
+    folds = make_folds(store_subjects(job.store, job.challenge), "kfold", job.n_folds, job.seed)
+    split = split_record(folds, "kfold", job.n_folds, job.seed)
+    location = storage.join(job.experiment_uri, SPLIT_FILE)
+    if resume and storage.exists(location):
+        saved = json.loads(storage.read_text(location))
+        if saved.get("hash") != split["hash"]:
+            raise ValueError(
+                f"--resume refused: {location} assigns the subjects to folds differently "
+                f"(hash {saved.get('hash')}) from how this eegtune and store would "
+                f"({split['hash']}); its trials could not be compared with new ones. Start a "
+                f"new experiment (another --name)."
+            )
+    return split
 
 
 def plan_experiment_data(job: TuneJob, plan: ResourcePlan) -> tuple[DataPlan, ResourcePlan]:
@@ -314,14 +366,15 @@ def _recording(optuna_search: type) -> type:
 def _scheduler(job: TuneJob):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    if job.scheduler == "fifo":
+    # A rung at or after the last epoch would stop trials whose training is over, losing
+    # their out-of-fold predictions and saving nothing: rungs lie strictly before it.
+    if job.scheduler == "fifo" or job.grace_period >= job.max_epochs:
         return FIFOScheduler()
     return ASHAScheduler(
         time_attr="epoch",
-        # Above every reported epoch (the pooled final report is max_epochs + 1): a trial
-        # that ASHA stops at max_t is killed mid-teardown and can leak its workers'
-        # placement group, starving the next trial's data reads.
-        max_t=job.max_epochs + 2,
-        grace_period=min(job.grace_period, job.max_epochs),
+        max_t=job.max_epochs - 1,
+        grace_period=job.grace_period,
         reduction_factor=2,
+        # Past max_t a trial goes on to its last epoch and its final report.
+        stop_last_trials=False,
     )

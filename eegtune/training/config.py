@@ -111,6 +111,9 @@ class FoldJob:
     # Ray assigned the worker, else the CPU; "bf16" autocasts the forward pass.
     device: str = "auto"
     precision: str = "32"
+    # An experiment's saved split (``folds.json``): the fold's subjects come from it
+    # instead of from reading every file of the store again.
+    split_file: str | None = None
 
     def __post_init__(self) -> None:
         from eegtune.training.devices import check_device_settings

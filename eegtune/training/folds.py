@@ -14,6 +14,9 @@ write out-of-fold predictions.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,3 +126,34 @@ def audit_folds(folds: list[Fold], all_subjects: list[str], exhaustive: bool = T
         if missing:
             problems.append(f"{len(missing)} subject(s) are never held out, e.g. {missing[0]}")
     return problems
+
+
+# --- The split an experiment fixes once -------------------------------------------------
+
+SPLIT_FILE = "folds.json"
+
+
+def split_record(folds: list[Fold], split: str, n_folds: int, seed: int) -> dict:
+    """The folds as JSON, with a hash of their assignment that a resume compares."""
+    assignment = [{"index": f.index, "name": f.name, "train": list(f.train),
+                   "test": list(f.test)} for f in folds]  # fmt: skip
+    digest = hashlib.sha256(json.dumps(assignment, sort_keys=True).encode()).hexdigest()[:16]
+    return {"split": split, "n_folds": n_folds, "seed": seed, "hash": digest, "folds": assignment}
+
+
+@functools.lru_cache(maxsize=8)
+def read_split(location: str) -> dict:
+    """A saved split, read once per process (the file never changes within an experiment)."""
+    from eegtune import storage
+
+    return json.loads(storage.read_text(location))
+
+
+def saved_folds(location: str, split: str, n_folds: int, seed: int) -> list[Fold]:
+    record = read_split(location)
+    wanted = {"split": split, "n_folds": n_folds, "seed": seed}
+    if any(record.get(k) != v for k, v in wanted.items()):
+        saved = {k: record.get(k) for k in wanted}
+        raise ValueError(f"{location} holds the split {saved}, not {wanted}")
+    return [Fold(f["index"], tuple(f["train"]), tuple(f["test"]), f["name"])
+            for f in record["folds"]]  # fmt: skip

@@ -43,7 +43,7 @@ from eegtune.training.fold_data import (
     eval_batches,
     open_fold_source,
 )
-from eegtune.training.folds import inner_split, make_folds, store_subjects
+from eegtune.training.folds import inner_split, make_folds, saved_folds, store_subjects
 from eegtune.training.optimizer import base_rate, build_optimizer, build_schedule
 from eegtune.training.reporting import report, restore_state
 from eegtune.training.training_state import TrainingState, fingerprint
@@ -56,7 +56,11 @@ def fold_subjects(job: FoldJob, hp: TrainConfig) -> FoldSubjects:
     """The fold's fit / inner-validation / held-out subjects, from the split seed alone
     (the training seed unless the job sets its own)."""
     seed = hp.seed if job.split_seed is None else job.split_seed
-    folds = make_folds(store_subjects(job.store, job.challenge), job.split, job.n_folds, seed)
+    folds = (
+        saved_folds(job.split_file, job.split, job.n_folds, seed)
+        if job.split_file
+        else make_folds(store_subjects(job.store, job.challenge), job.split, job.n_folds, seed)
+    )
     if not 0 <= job.fold < len(folds):
         raise ValueError(f"fold {job.fold} does not exist; the split has {len(folds)} folds")
     fold = folds[job.fold]

@@ -16,9 +16,8 @@ every setting that changes training.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,24 +91,21 @@ class TrainingState:
 
 
 def save_state(state: TrainingState, path: str | Path) -> None:
-    """Write atomically: a kill mid-write leaves the previous epoch's state intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        torch.save(state.to_dict(), tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write atomically, to a local path or a storage URI: a kill mid-write leaves the
+    previous save intact."""
+    buffer = io.BytesIO()
+    torch.save(state.to_dict(), buffer)
+    storage.write_bytes(path, buffer.getvalue())
 
 
 def load_state(path: str | Path, expected_fingerprint: str) -> TrainingState | None:
     """The saved state if it exists and belongs to this configuration, else None."""
-    path = Path(path)
-    if not path.exists():
+    if not storage.exists(path):
         return None
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = torch.load(
+            io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=True
+        )
     except Exception as exc:  # writes are atomic, so this is damage from outside: say so
         raise ValueError(
             f"{path}: unreadable training state ({exc}); delete it to start the fold over"

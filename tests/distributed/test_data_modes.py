@@ -48,7 +48,7 @@ def capped_ray():
 def test_store_larger_than_the_cap_streams_and_memory_mode_is_refused(
     prepared_store, tmp_path, capped_ray
 ):
-    plan = plan_resources(2, n_folds=5)
+    plan = plan_resources(2, n_folds=5, pool=True)
     size = store_size(prepared_store, 2)
     assert size.stored_bytes > OBJECT_STORE_CAP  # the premise
 
@@ -86,6 +86,21 @@ def test_planner_caps_concurrent_trials_by_memory(prepared_store):
         plan_data("memory", size, [NodeMemory("n", 8, 2**30, WORKER_BASE_HEAP)], plan)
 
 
+def test_planner_counts_the_pools_workers_against_memory(prepared_store):
+    from eegtune.distributed.memory_plan import WORKER_BASE_HEAP, NodeMemory
+
+    size = store_size(prepared_store, 1)
+    plan = plan_resources(8, n_folds=3, pool=True)
+    assert plan.pool_workers == 8
+    node = NodeMemory("n", cpus=8, object_store=2**30, heap=5 * WORKER_BASE_HEAP)
+    _, capped = plan_data("auto", size, [node], plan)
+    assert capped.pool_workers == 5  # the heap of five workers, not the CPUs of eight
+    two = [node, NodeMemory("m", cpus=8, object_store=2**30, heap=2 * WORKER_BASE_HEAP)]
+    assert plan_data("auto", size, two, plan)[1].pool_workers == 7
+    with pytest.raises(ResourceError, match="no node's memory outside the object store"):
+        plan_data("auto", size, [NodeMemory("n", 8, 2**30, WORKER_BASE_HEAP // 2)], plan)
+
+
 class _PeakObjectStore(threading.Thread):
     """Samples the object store's bytes in use while a search runs."""
 
@@ -111,7 +126,8 @@ def _report_spans(job: TuneJob) -> list[tuple[float, float]]:
 @pytest.mark.timeout(600)
 def test_two_concurrent_trials_share_one_copy_of_the_windows(prepared_store, tmp_path, local_ray):
     size = store_size(prepared_store, 1)
-    plan = plan_resources(2, n_folds=2, cpus_per_worker=0.25, max_concurrent_trials=2)
+    # Six pool workers of a quarter CPU: both trials' folds at once.
+    plan = plan_resources(2, n_folds=2, cpus_per_worker=0.25, max_concurrent_trials=2, pool=True)
     job = _job(tmp_path, prepared_store, challenge=1, space="softargmax_tcn", n_trials=2,
                n_folds=2, name="share", max_epochs=30, data_mode="memory", scheduler="fifo",
                fixed={"patience": 100})  # fmt: skip

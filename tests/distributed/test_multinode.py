@@ -87,7 +87,7 @@ def test_prepare_tune_ensemble_resume_on_two_nodes_and_s3(
         assert main(["info", f"{s3_bucket}/store", "--verify"]) == 0
 
         assert main(_tune(s3_bucket, cluster.address, 1)) == 0
-        assert "2 × 0.5 = 1 of 2 GPU(s) per trial" in capsys.readouterr().out
+        assert "a pool of 2 fold workers × 0.75 CPU and 0.5 GPU" in capsys.readouterr().out
         first = _complete_trials(s3_bucket)
         assert len(first) == 1
 
@@ -109,7 +109,7 @@ def test_prepare_tune_ensemble_resume_on_two_nodes_and_s3(
             placed = [
                 json.loads(storage.read_text(f"{folds}/fold{k}/placement_0.json")) for k in (0, 1)
             ]
-            # 0.75 CPU per fold worker: no node has room for two, so the folds spread.
+            # 0.75 CPU per pool worker: no node has room for two, so the folds spread.
             assert {p["node_id"] for p in placed} == nodes
             assert all(len(p["gpu_ids"]) == 1 and p["device"] == "cpu" for p in placed)
             assert all(

@@ -1,4 +1,4 @@
-"""A real (small) search on a local 2-CPU Ray: Tune + Optuna TPE + ASHA + fold-parallel Train."""
+"""A real (small) search on a local 2-CPU Ray: Tune + Optuna TPE + ASHA + the fold pool."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _job(storage, store="s", n_trials=2, name="x", space="softargmax_tcn", **set
 @pytest.mark.timeout(360)
 def test_small_tune_completes_then_resumes_without_rerunning(prepared_store, tmp_path, local_ray):
     job = _job(tmp_path, store=str(prepared_store), n_trials=1, name="t", max_epochs=2, seed=0)
-    plan = plan_resources(2, n_folds=2)
+    plan = plan_resources(2, n_folds=2, pool=True)
     first = run_tune(job, plan, verbose=0)
     assert len(first) == 1 and first.loc[0, "status"] == "COMPLETE"
     first_dir = Path(first.loc[0, "trial_dir"])
@@ -94,7 +94,8 @@ def test_asha_stops_a_trial_that_cannot_learn(prepared_store, tmp_path, local_ra
     good = {"lr": 3e-3, "model.loss": "mse", "model.n_filters": 16, "model.n_blocks": 2}
     # A step size of 30 throws the soft-argmax to the window's edges: it cannot learn.
     bad = {**good, "lr": 30.0}
-    table = run_tune(job, plan_resources(2, n_folds=2), verbose=0, points_to_evaluate=[good, bad])
+    plan = plan_resources(2, n_folds=2, pool=True)
+    table = run_tune(job, plan, verbose=0, points_to_evaluate=[good, bad])
     rows = table.set_index("lr")
     assert rows.loc[good["lr"], "status"] == "COMPLETE"
     assert np.isfinite(rows.loc[good["lr"], "oof_nrmse"])
@@ -143,7 +144,7 @@ def test_resume_refuses_a_changed_experiment(prepared_store, tmp_path):
     (job.experiment_dir / "tune_job.json").write_text(json.dumps(saved))
     (job.experiment_dir / JOURNAL).write_text("")
     with pytest.raises(ValueError, match="n_folds: 3 -> 2"):
-        run_tune(job, plan_resources(2, n_folds=2), resume=True)
+        run_tune(job, plan_resources(2, n_folds=2, pool=True), resume=True)
 
 
 @pytest.mark.parametrize("space", ["sparse_attention", "softargmax_tcn"])
@@ -156,7 +157,7 @@ def test_resume_refuses_an_experiment_of_an_older_space_version(prepared_store, 
     (job.experiment_dir / JOURNAL).write_text("")
     before = sorted(p.name for p in job.experiment_dir.iterdir())
     with pytest.raises(ValueError) as refused:
-        run_tune(job, plan_resources(2, n_folds=2), resume=True)
+        run_tune(job, plan_resources(2, n_folds=2, pool=True), resume=True)
     message = str(refused.value)
     assert f"{space}/v1" in message and f"{space}/v2" in message
     assert "another --name" in message
@@ -170,3 +171,19 @@ def test_unknown_sampler_or_scheduler_is_refused():
         TuneJob("s", 1, "softargmax_tcn", 1, 2, "x", "/tmp", sampler="grid")
     with pytest.raises(ValueError, match="scheduler"):
         TuneJob("s", 1, "softargmax_tcn", 1, 2, "x", "/tmp", scheduler="hyperband")
+
+
+def test_resume_refuses_a_changed_fold_assignment(prepared_store, tmp_path):
+    """The folds are drawn once and saved; a resume that would draw them otherwise (another
+    store, or a changed assignment rule) is refused before anything is written."""
+    job = _job(tmp_path, store=str(prepared_store))
+    job.experiment_dir.mkdir(parents=True)
+    saved = {**job.__dict__, "space_version": get_space(job.space).version}
+    (job.experiment_dir / "tune_job.json").write_text(json.dumps(saved))
+    (job.experiment_dir / JOURNAL).write_text("")
+    split = job.experiment_dir / "folds.json"
+    split.write_text(json.dumps({"split": "kfold", "n_folds": 2, "seed": 0, "hash": "0" * 16}))
+    before = split.read_text()
+    with pytest.raises(ValueError, match="assigns the subjects to folds differently"):
+        run_tune(job, plan_resources(2, n_folds=2, pool=True), resume=True)
+    assert split.read_text() == before

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,7 +10,10 @@ from eegtune.training.folds import (
     inner_split,
     kfold_subjects,
     make_folds,
+    read_split,
     release_folds,
+    saved_folds,
+    split_record,
     store_subjects,
 )
 
@@ -92,3 +97,23 @@ def test_store_subjects_reads_the_prepared_store(prepared_store, synthetic_bids)
     table = store_subjects(prepared_store, 1)
     assert len(table) == 6 and table["n_windows"].sum() == oracle["challenge1"]["n_trials"]
     assert set(table["release"]) == {"R1", "R2"}
+
+
+def test_a_saved_split_reads_back_as_the_same_folds_and_its_hash_tracks_the_assignment(tmp_path):
+    folds = kfold_subjects(subjects(), 5, seed=0)
+    record = split_record(folds, "kfold", 5, 0)
+    path = tmp_path / "folds.json"
+    path.write_text(json.dumps(record))
+    assert saved_folds(str(path), "kfold", 5, 0) == folds
+    # One subject moved to another fold: another hash, which a resume refuses.
+    moved = [Fold(f.index, f.train, f.test, f.name) for f in folds]
+    moved[0] = Fold(0, folds[0].train + folds[1].test[:1], folds[0].test, folds[0].name)
+    assert split_record(moved, "kfold", 5, 0)["hash"] != record["hash"]
+    assert (
+        split_record(kfold_subjects(subjects(), 5, seed=1), "kfold", 5, 1)["hash"]
+        != (record["hash"])
+    )
+    # A job that asks for another split than the file holds is refused, naming both.
+    with pytest.raises(ValueError, match=r"'seed': 0.*'seed': 3"):
+        saved_folds(str(path), "kfold", 5, 3)
+    read_split.cache_clear()

@@ -1,0 +1,137 @@
+"""A Tune trial on the fold pool: submit the K folds, pool their epochs, report to Tune.
+
+The trial itself trains nothing. It submits its folds to the experiment's
+:class:`~eegtune.distributed.fold_pool.Dispatcher` and reads their events as they come:
+every epoch a fold finishes, and each fold's final metrics. Epoch ``e`` is reported to
+Tune once every fold has finished it (a fold that stopped early counts with its last
+epoch), as the pooled inner-validation NRMSE ASHA and the sampler act on, computed exactly
+from the folds' error sums (:func:`~eegtune.distributed.fold_reporter.aggregate_epoch`).
+When every fold has ended, the pooled figures of the epochs the folds kept and the pooled
+out-of-fold NRMSE follow, with the same keys as a Ray Train trial's.
+
+:class:`PoolCallback` runs in the experiment's driver and cancels the folds of a trial
+that Tune stopped or gave up on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from eegtune.distributed.fold_reporter import SUM_KEYS, VAL_METRIC, aggregate_epoch, pooled_oof
+from eegtune.metrics import pooled_nrmse
+
+POLL_SECONDS = 5.0  # the longest a trial waits for an event before asking again
+
+
+class EpochPooler:
+    """Collects one trial's fold events; yields the pooled reports as they become due."""
+
+    def __init__(self, n_folds: int) -> None:
+        self.n_folds = n_folds
+        self.epochs: list[dict[int, dict[str, Any]]] = [{} for _ in range(n_folds)]
+        self.finals: list[dict[str, Any] | None] = [None] * n_folds
+        self.reported = 0  # pooled epochs reported so far
+
+    def add(self, event: dict[str, Any]) -> None:
+        fold = int(event["fold"])
+        if "error" in event:
+            raise RuntimeError(f"fold {fold} failed: {event['error']}")
+        if "final" in event:
+            self.finals[fold] = event["final"]
+        else:
+            metrics = event["epoch_metrics"]
+            # A fold resumed from an older save repeats epochs: the latest report wins.
+            self.epochs[fold][int(metrics["epoch"])] = metrics
+
+    def _at(self, fold: int, epoch: int) -> dict[str, Any] | None:
+        """The fold's metrics at ``epoch``, its last ones once it ended before it."""
+        if epoch in self.epochs[fold]:
+            return self.epochs[fold][epoch]
+        if self.finals[fold] is not None and self.epochs[fold]:
+            last = max(self.epochs[fold])
+            if last < epoch:
+                return {**self.epochs[fold][last], "stopped": True, "epoch_seconds": 0.0}
+        return None
+
+    def due(self) -> list[dict[str, Any]]:
+        """The pooled reports for every epoch all folds have now reached."""
+        out = []
+        while True:
+            per_fold = [self._at(k, self.reported) for k in range(self.n_folds)]
+            if any(m is None for m in per_fold):
+                return out
+            if all(m.get("stopped") for m in per_fold) and self.finished:
+                return out  # past every fold's end: nothing new to report
+            out.append(aggregate_epoch(per_fold))  # type: ignore[arg-type]
+            self.reported += 1
+
+    @property
+    def finished(self) -> bool:
+        return all(f is not None for f in self.finals)
+
+    def final_report(self, out_dir: str, max_epochs: int) -> dict[str, Any]:
+        """The figures the searcher ranks by, once every fold has ended."""
+        bests = []
+        for fold in range(self.n_folds):
+            epochs = self.epochs[fold]
+            best = min(epochs.values(), key=lambda m: m["inner_val_rmse"]) if epochs else None
+            bests.append(best)
+        val = (
+            pooled_nrmse([{k: b[f"inner_val_{k}"] for k in SUM_KEYS} for b in bests])
+            if all(b is not None for b in bests)
+            else float("nan")
+        )
+        finals = [f or {} for f in self.finals]
+        return {
+            "epoch": max_epochs + 1,
+            VAL_METRIC: val,
+            "oof_nrmse": pooled_oof(out_dir, self.n_folds),
+            "fold_oof_nrmse": [f.get("oof_nrmse") for f in finals],
+            "best_epochs": [f.get("best_epoch") for f in finals],
+            "resumed_at_epochs": [f.get("resumed_at_epoch") for f in finals],
+            "final": True,
+        }
+
+
+def drive_trial(
+    dispatcher: Any,
+    trial_id: str,
+    fold_configs: list[dict[str, Any]],
+    out_dir: str,
+    max_epochs: int,
+    send: Callable[[dict[str, Any]], None],
+) -> dict[str, Any]:
+    """Submit the folds and ``send`` each pooled report as it becomes due; return the
+    final one (also sent)."""
+    import ray
+
+    pooler = EpochPooler(len(fold_configs))
+    ray.get(dispatcher.submit.remote(trial_id, fold_configs))
+    cursor = 0
+    while not pooler.finished:
+        events, cursor = ray.get(dispatcher.events.remote(trial_id, cursor, POLL_SECONDS))
+        for event in events:
+            pooler.add(event)
+        for report in pooler.due():
+            send(report)
+    for report in pooler.due():
+        send(report)
+    final = pooler.final_report(out_dir, max_epochs)
+    send(final)
+    return final
+
+
+def pool_callback(dispatcher: Any):
+    """A Tune callback that cancels the folds of trials Tune has finished with."""
+    from ray.tune import Callback
+
+    class PoolCallback(Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            # Completed or stopped by the scheduler: nothing of it should train on.
+            dispatcher.cancel.remote(trial.trial_id, forget=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            dispatcher.cancel.remote(trial.trial_id, forget=True)
+
+    return PoolCallback()
