@@ -1,12 +1,15 @@
 """Where a trial's time goes before its first epoch, measured from a real search.
 
 A search of ``--trials`` one-epoch trials (2 folds, memory mode, no early stopping) runs
-on a local 2-CPU Ray. Each trial's driver and fold workers stamp the wall clock at each
-step (``driver.json``, ``fold<k>/placement_0.json``), which gives, per trial:
+on a local 2-CPU Ray, one trial at a time, on the experiment's fold pool (or, with
+``--train``, one TorchTrainer per trial as before the pool). Each trial's driver and fold
+workers stamp the wall clock at each step (``driver.json``, ``fold<k>/placement_0.json``),
+which gives, per trial:
 
-- launch: the driver's start to its first fold worker running (Ray Train's controller,
+- launch: the driver's start to its first fold running in a worker (the pool: the
+  dispatcher handing the fold to a worker that is already up; Ray Train: its controller,
   the worker processes, torch.distributed);
-- data: the first worker running to the last fold's data ready (views of the shared
+- data: the first fold running to the last fold's data ready (views of the shared
   windows, or the stream's files opened);
 - first epoch: data ready to the last fold's first report (compute, not overhead);
 - gap: the previous trial's end to this trial's driver start (Tune's scheduling).
@@ -58,7 +61,8 @@ def breakdown(trial_dir: Path) -> dict[str, float]:
         for k in (0, 1)
     ]
     ended = max((trial_dir / f"fold{k}" / "metrics.json").stat().st_mtime for k in (0, 1))
-    started = min(s["worker_started"] for s in steps)
+    # A pool worker started with the experiment; a fold starts when the worker gets it.
+    started = min(s.get("fold_received", s["worker_started"]) for s in steps)
     ready = max(s["data_ready"] for s in steps)
     return {
         "driver": driver,
@@ -74,6 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=12)
     parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--train", action="store_true", help="a TorchTrainer per trial")
     args = parser.parse_args()
     work = synthetic_ccd_store(args.subjects, prefix="eegtune-launch-")
     store = str(work / "store")
@@ -87,16 +92,17 @@ def main() -> None:
                       n_folds=2, name="launch", storage_path=str(work / "runs"), max_epochs=1,
                       scheduler="fifo", data_mode="memory")  # fmt: skip
         start = time.perf_counter()
-        table = run_tune(
-            job, plan_resources(2, n_folds=2), verbose=0, points_to_evaluate=[POINT] * args.trials
-        )
+        plan = plan_resources(2, n_folds=2, max_concurrent_trials=1, pool=not args.train)
+        table = run_tune(job, plan, verbose=0, points_to_evaluate=[POINT] * args.trials)
         wall = time.perf_counter() - start
     finally:
         ray.shutdown()
     rows = sorted((breakdown(Path(d)) for d in table["trial_dir"]), key=lambda r: r["driver"])
     for before, row in itertools.pairwise(rows):
         row["gap"] = row["driver"] - before["end"]
-    print(f"{args.subjects} subjects, {args.trials} one-epoch trials × 2 folds, memory mode")
+    how = "a TorchTrainer per trial" if args.train else "the fold pool"
+    print(f"{args.subjects} subjects, {args.trials} one-epoch trials × 2 folds, memory mode, "
+          f"{how}")  # fmt: skip
     print("| trial | gap s | launch s | data s | fixed cost before the first epoch s "
           "| first epoch s |")  # fmt: skip
     print("|---|---|---|---|---|---|")

@@ -195,6 +195,8 @@ class PoolReporter:
         self.final: dict[str, Any] | None = None
         self.first_report_at: float | None = None
         self.seconds_reporting = 0.0  # what reporting and saving cost this fold
+        self.seconds_in_epochs = 0.0  # what its epochs' training and validation took
+        self.epochs = 0
 
     def report(self, metrics: dict[str, Any], checkpoint_dir=None, state=None) -> None:
         import ray
@@ -209,6 +211,8 @@ class PoolReporter:
         t0 = time.perf_counter()
         if self.first_report_at is None:
             self.first_report_at = time.time()
+        self.seconds_in_epochs += float(metrics.get("epoch_seconds", 0.0))
+        self.epochs += 1
         ended = state is not None and state.stopped
         due = time.monotonic() - self.last_save >= self.checkpoint_every
         if state is not None and (ended or due):
@@ -232,6 +236,12 @@ class FoldWorker:
 
     def __init__(self, index: int, dispatcher: Any, windows: Any, threads: int) -> None:
         import torch
+
+        # What a fold needs, imported while the experiment starts rather than in its first
+        # fold: the workers start while the windows are read and Tune sets up.
+        import eegtune.distributed.shared_windows
+        import eegtune.training.fold_stream
+        import eegtune.training.train_func  # noqa: F401
 
         torch.set_num_threads(threads)
         self.index = index
@@ -289,6 +299,8 @@ class FoldWorker:
         timeline["first_report"] = reporter.first_report_at
         timeline["done"] = time.time()
         placement["seconds_reporting"] = reporter.seconds_reporting
+        placement["seconds_in_epochs"] = reporter.seconds_in_epochs
+        placement["epochs"] = reporter.epochs
         storage.write_text(placement_file, json.dumps(placement))
         return {k: v for k, v in metrics.items() if k != "subjects"}
 

@@ -21,27 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from eegtune.distributed.fold_pooling import SUM_KEYS, VAL_METRIC, aggregate_epoch, pooled_oof
 from eegtune.metrics import pooled_nrmse
 from eegtune.training.training_state import TrainingState, load_state, save_state
 
-VAL_METRIC = "val_nrmse"  # what ASHA and the searcher act on: inner validation, never OOF
-SUM_KEYS = ("n", "sse", "sum_y", "sum_y2")
-
-
-def aggregate_epoch(per_fold: list[dict[str, Any]]) -> dict[str, Any]:
-    """One report from all folds' epoch reports (the Tune-visible metrics)."""
-    parts = [{k: m[f"inner_val_{k}"] for k in SUM_KEYS} for m in per_fold]
-    return {
-        "epoch": max(m["epoch"] for m in per_fold) + 1,  # epochs done, for ASHA's time_attr
-        VAL_METRIC: pooled_nrmse(parts),
-        "train_loss": float(np.mean([m["train_loss"] for m in per_fold])),
-        "fold_val_rmse": [m["inner_val_rmse"] for m in per_fold],
-        "folds_stopped": sum(bool(m.get("stopped")) for m in per_fold),
-        # The slowest fold's compute this epoch: what the trial's wall time is set against.
-        "epoch_seconds": max(float(m.get("epoch_seconds", 0.0)) for m in per_fold),
-    }
+__all__ = ["VAL_METRIC", "FoldParallelReporter", "aggregate_epoch", "pooled_oof"]
 
 
 class FoldParallelReporter:
@@ -199,12 +183,3 @@ def _check_replicas_agree(gathered: list[Any], workers_per_fold: int) -> None:
                 f"the replicas of fold {start // workers_per_fold} disagree: {key}; "
                 f"data-parallel folds need replicas on identical hardware"
             )
-
-
-def pooled_oof(run_dir: str | Path, n_folds: int) -> float:
-    """Pooled out-of-fold NRMSE over folds 0…n_folds-1 under ``run_dir``."""
-    from eegtune.metrics import nrmse
-    from eegtune.training.train_func import oof_frame
-
-    oof = oof_frame(run_dir, n_folds)
-    return nrmse(oof["target"], oof["prediction"])

@@ -17,6 +17,8 @@ if a node dies.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from eegtune.training.fold_data import (
 )
 
 READ_CPUS = 0.25  # per read task: reads fit in the plan's reserve beside running trials
+BYTES_PER_READ_TASK = 128 * 2**20
 
 
 @dataclass
@@ -66,11 +69,19 @@ class SharedWindows:
         )
 
 
-def share_windows(store: str | Path, challenge: int, progress: bool = False) -> SharedWindows:
+def share_windows(
+    store: str | Path,
+    challenge: int,
+    progress: bool = False,
+    while_reading: Callable[[SharedWindows], Any] | None = None,
+) -> SharedWindows:
     """Read every subject of ``challenge`` into the object store, one object each.
 
     About one read task per CPU of the cluster, each reading every n-th subject: a task
     process costs seconds to start, a small subject's file a fraction of that.
+    ``while_reading`` is called with the (not yet filled) handles once the reads are
+    submitted, so that work which only needs the handles (starting the fold pool's
+    workers) overlaps the reads.
     """
     import ray
     from tqdm.auto import tqdm
@@ -79,13 +90,19 @@ def share_windows(store: str | Path, challenge: int, progress: bool = False) -> 
 
     files = store_files(store, challenge)
     read = ray.remote(num_cpus=READ_CPUS, max_retries=3)(read_window_files)
-    n_tasks = max(1, min(len(files), int(ray.cluster_resources().get("CPU", 1))))
+    # A task's process costs about a second to start: no more of them than the data needs.
+    size = store_size(store, challenge)
+    by_size = math.ceil(size.stored_bytes / BYTES_PER_READ_TASK)
+    n_tasks = max(1, min(len(files), int(ray.cluster_resources().get("CPU", 1)), by_size))
     counts, refs = {}, {}
     for share in (files[i::n_tasks] for i in range(n_tasks)):
         returned = read.options(num_returns=2 * len(share)).remote(share, ID_COLUMNS)
         for k, path in enumerate(share):
             subject = storage.name_of(path).removesuffix(".parquet").removeprefix("sub-")
             counts[subject], refs[subject] = returned[k], returned[len(share) + k]
+    shared = SharedWindows(challenge, refs)
+    if while_reading is not None:
+        while_reading(shared)
     pending = list(counts.values())
     with tqdm(total=len(pending), desc="share windows", unit="subj", disable=not progress) as bar:
         while pending:
@@ -95,12 +112,12 @@ def share_windows(store: str | Path, challenge: int, progress: bool = False) -> 
         rows = dict(zip(counts, ray.get(list(counts.values())), strict=True))
     except ray.exceptions.RayTaskError as exc:  # its message names the file
         raise RuntimeError(f"{store}: could not read a subject's windows: {exc}") from exc
-    listed = store_size(store, challenge).windows
+    listed = size.windows
     if sum(rows.values()) != listed:
         raise RuntimeError(
             f"{store}: read {sum(rows.values())} windows, the manifest lists {listed}"
         )
-    return SharedWindows(challenge, refs)
+    return shared
 
 
 class SharedFoldSource(FoldSource):

@@ -26,7 +26,8 @@ from eegtune.distributed.fold_reporter import VAL_METRIC, FoldParallelReporter
 from eegtune.distributed.memory_plan import WORKER_BASE_HEAP
 from eegtune.distributed.resources import ResourcePlan
 from eegtune.distributed.shared_windows import SharedFoldSource, SharedWindows, share_windows
-from eegtune.training.config import FoldJob, TrainConfig
+from eegtune.distributed.trial_driver import write_trial_config
+from eegtune.training.config import FoldJob
 from eegtune.training.fold_data import FoldSource, using_fold_source
 from eegtune.training.fold_stream import StreamingFoldSource
 from eegtune.training.reporting import reporting_to
@@ -34,7 +35,7 @@ from eegtune.training.train_func import train_func
 
 SHARED_KEY = "_shared_windows"  # in the workers' loop config only, never in config.json
 
-__all__ = ["VAL_METRIC", "fold_worker", "run_folds", "worker_device", "write_trial_config"]
+__all__ = ["VAL_METRIC", "fold_worker", "run_folds", "worker_device"]
 
 
 def fold_worker(config: dict[str, Any]) -> None:
@@ -104,17 +105,6 @@ def worker_device(requested: str, under_train: bool = True) -> str:
     import ray.train.torch
 
     return str(ray.train.torch.get_device())
-
-
-def write_trial_config(config: dict[str, Any]) -> None:
-    """The trial's ``config.json``: every training setting, defaults included, so that a
-    retrain (finalists) reads the recipe this run had even after a later eegtune changes a
-    default."""
-    complete = {**config, **TrainConfig.from_flat(config).to_flat()}
-    storage.write_text(
-        storage.join(str(config["out_dir"]), "config.json"),
-        json.dumps(complete, indent=1, default=str),
-    )
 
 
 def run_folds(

@@ -5,7 +5,7 @@ The trial itself trains nothing. It submits its folds to the experiment's
 every epoch a fold finishes, and each fold's final metrics. Epoch ``e`` is reported to
 Tune once every fold has finished it (a fold that stopped early counts with its last
 epoch), as the pooled inner-validation NRMSE ASHA and the sampler act on, computed exactly
-from the folds' error sums (:func:`~eegtune.distributed.fold_reporter.aggregate_epoch`).
+from the folds' error sums (:func:`~eegtune.distributed.fold_pooling.aggregate_epoch`).
 When every fold has ended, the pooled figures of the epochs the folds kept and the pooled
 out-of-fold NRMSE follow, with the same keys as a Ray Train trial's.
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from eegtune.distributed.fold_reporter import SUM_KEYS, VAL_METRIC, aggregate_epoch, pooled_oof
+from eegtune.distributed.fold_pooling import SUM_KEYS, VAL_METRIC, aggregate_epoch, pooled_oof
 from eegtune.metrics import pooled_nrmse
 
 POLL_SECONDS = 5.0  # the longest a trial waits for an event before asking again
@@ -92,6 +92,22 @@ class EpochPooler:
             "resumed_at_epochs": [f.get("resumed_at_epoch") for f in finals],
             "final": True,
         }
+
+
+def write_trial_config(config: dict[str, Any]) -> None:
+    """The trial's ``config.json``: every training setting, defaults included, so that a
+    retrain (finalists) reads the recipe this run had even after a later eegtune changes a
+    default."""
+    import json
+
+    from eegtune import storage
+    from eegtune.training.config import TrainConfig
+
+    complete = {**config, **TrainConfig.from_flat(config).to_flat()}
+    storage.write_text(
+        storage.join(str(config["out_dir"]), "config.json"),
+        json.dumps(complete, indent=1, default=str),
+    )
 
 
 def drive_trial(

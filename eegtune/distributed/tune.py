@@ -25,6 +25,7 @@ from typing import Any
 from eegtune import storage
 from eegtune.data.bids import atomic_write_text
 from eegtune.distributed.fold_pool import start_pool, stop_pool
+from eegtune.distributed.fold_pooling import VAL_METRIC
 from eegtune.distributed.memory_plan import DataPlan, cluster_memory, plan_data
 from eegtune.distributed.resources import TRIAL_DRIVER_MEMORY, ResourcePlan
 from eegtune.distributed.shared_windows import SharedWindows, share_windows
@@ -41,8 +42,7 @@ from eegtune.distributed.study import (
     results_table,
 )
 from eegtune.distributed.tracking import tracking_callbacks
-from eegtune.distributed.train import VAL_METRIC, run_folds, write_trial_config
-from eegtune.distributed.trial_driver import drive_trial, pool_callback
+from eegtune.distributed.trial_driver import drive_trial, pool_callback, write_trial_config
 from eegtune.search_spaces import get_space
 from eegtune.search_spaces.registry import SearchSpace
 from eegtune.training.config import TrainConfig
@@ -147,7 +147,11 @@ def _trainable(job: TuneJob, plan: ResourcePlan, data: DataPlan):
             folds = [{**flat, "fold": k} for k in range(job.n_folds)]
             drive_trial(dispatcher, trial_id, folds, out_dir, job.max_epochs, tune.report)
             return
+        # Data-parallel folds: a TorchTrainer per trial (imports torch and Ray Train, which
+        # a pool trial's driver never needs).
         from ray.tune.integration.ray_train import TuneReportCallback
+
+        from eegtune.distributed.train import run_folds
 
         run_folds(
             flat,
@@ -199,10 +203,6 @@ def run_tune(
     ``data``: the data plan (from :func:`plan_experiment_data`); made here if not given.
     ``tracking``: ``tensorboard:DIR`` or ``mlflow:URI`` (see :mod:`.tracking`).
     """
-    import optuna
-    from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     space = get_space(job.space)
     if not space.supports(job.challenge):
@@ -249,9 +249,9 @@ def run_tune(
         if changed:
             detail = ", ".join(f"{k}: {saved.get(k)!r} -> {record[k]!r}" for k in changed)
             raise ValueError(f"--resume must continue the same experiment; changed {detail}")
+    split = _fix_split(job, resume)
     if data is None:  # refused here, before anything is written or read, if it cannot fit
         data, plan = plan_experiment_data(job, plan)
-    split = _fix_split(job, resume)
     job.experiment_dir.mkdir(parents=True, exist_ok=True)
     _close_interrupted(job)
     done = finished_trials(job)
@@ -261,22 +261,63 @@ def run_tune(
     storage.write_text(storage.join(job.experiment_uri, SPLIT_FILE), json.dumps(split, indent=1))
     push_journal(job)
     if remaining:
-        # Read once per experiment (this run of it): every trial's folds share this copy.
-        windows = (
-            share_windows(job.store, job.challenge, progress=verbose > 0)
-            if data.mode == "memory"
-            else None
-        )
+        pools: list[tuple[Any, list[Any]]] = []
+        try:
+            windows = _share_and_start_pool(job, plan, data, verbose, pools)
+            search = _SearchRun(job, plan, data, done, remaining, verbose)
+            search.fit(windows, pools[0] if pools else None, points_to_evaluate, tracking)
+        finally:
+            for pool in pools:
+                stop_pool(*pool)
+        push_journal(job)
+    return results_table(job)
+
+
+def _share_and_start_pool(
+    job: TuneJob, plan: ResourcePlan, data: DataPlan, verbose: int, pools: list
+) -> SharedWindows | None:
+    """Memory mode's shared windows (read once per run of the experiment), and the fold
+    pool (appended to ``pools``) when folds train on it; its workers import torch while
+    the windows are read."""
+
+    def start(shared: SharedWindows | None) -> None:
+        if plan.pool_workers:
+            pools.append(start_pool(plan, data.worker_heap, shared))
+
+    if data.mode != "memory":
+        start(None)
+        return None
+    return share_windows(job.store, job.challenge, progress=verbose > 0, while_reading=start)
+
+
+@dataclass
+class _SearchRun:
+    """One ``tuner.fit()`` of the experiment: the trials still missing."""
+
+    job: TuneJob
+    plan: ResourcePlan
+    data: DataPlan
+    done: int  # trials the study has finished
+    remaining: int
+    verbose: int
+
+    def fit(self, windows, pool, points_to_evaluate, tracking) -> None:
+        import optuna
+        from ray import tune
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        job = self.job
         # Reseeded by the count of finished trials, so a resumed search does not replay
         # the draws its first part already made.
-        sampler_seed = (job.seed if job.sampler_seed is None else job.sampler_seed) + done
+        sampler_seed = (job.seed if job.sampler_seed is None else job.sampler_seed) + self.done
         sampler = (
             optuna.samplers.TPESampler(seed=sampler_seed)
             if job.sampler == "tpe"
             else optuna.samplers.RandomSampler(seed=sampler_seed)
         )
         searcher = _recording(OptunaSearch)(
-            space=space.define,
+            space=get_space(job.space).define,
             metric=VAL_METRIC,
             mode="min",
             sampler=sampler,
@@ -284,44 +325,37 @@ def run_tune(
             storage=_study(job),
             points_to_evaluate=points_to_evaluate,
         )
-        # Single-worker folds train on the experiment's fold pool, started once here.
-        pool = start_pool(plan, data.worker_heap, windows) if plan.pool_workers else None
         callbacks = [journal_sync(job), *tracking_callbacks(tracking, job.name)]
         if pool is not None:
             callbacks.append(pool_callback(pool[0]))
+        limited = ConcurrencyLimiter(searcher, max_concurrent=self.plan.max_concurrent_trials)
         tuner = tune.Tuner(
             tune.with_resources(
                 tune.with_parameters(
-                    _trainable(job, plan, data),
+                    _trainable(job, self.plan, self.data),
                     windows=None if pool else windows,
                     dispatcher=pool[0] if pool else None,
                 ),
                 {"CPU": 0, "memory": TRIAL_DRIVER_MEMORY},
             ),
             tune_config=tune.TuneConfig(
-                search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent_trials),
+                search_alg=limited,
                 scheduler=_scheduler(job),
                 metric=VAL_METRIC,
                 mode="min",
-                num_samples=remaining,
+                num_samples=self.remaining,
                 # A pool trial only drives: one process can drive trial after trial.
                 reuse_actors=pool is not None,
             ),
             run_config=tune.RunConfig(
-                name=f"tune_{done}",
+                name=f"tune_{self.done}",
                 storage_path=storage.join(job.experiment_uri, "ray"),
                 callbacks=callbacks,
                 failure_config=tune.FailureConfig(max_failures=job.max_failures),
-                verbose=verbose,
+                verbose=self.verbose,
             ),
         )
-        try:
-            tuner.fit()
-        finally:
-            if pool is not None:
-                stop_pool(*pool)
-        push_journal(job)
-    return results_table(job)
+        tuner.fit()
 
 
 def _fix_split(job: TuneJob, resume: bool) -> dict:

@@ -94,7 +94,9 @@ def test_asha_stops_a_trial_that_cannot_learn(prepared_store, tmp_path, local_ra
     good = {"lr": 3e-3, "model.loss": "mse", "model.n_filters": 16, "model.n_blocks": 2}
     # A step size of 30 throws the soft-argmax to the window's edges: it cannot learn.
     bad = {**good, "lr": 30.0}
-    plan = plan_resources(2, n_folds=2, pool=True)
+    # One trial at a time, so that the good one has reached the rung when the bad one does
+    # (two at once would race for the pool's workers, and the first at a rung passes it).
+    plan = plan_resources(2, n_folds=2, max_concurrent_trials=1, pool=True)
     table = run_tune(job, plan, verbose=0, points_to_evaluate=[good, bad])
     rows = table.set_index("lr")
     assert rows.loc[good["lr"], "status"] == "COMPLETE"
