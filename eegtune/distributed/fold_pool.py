@@ -82,6 +82,9 @@ class Dispatcher:
         """Queue a trial's folds; a retried trial's folds already queued or running stay."""
         state = self.trials.setdefault(trial, _Trial())
         state.cancelled = False
+        # A retry runs a failed fold again (from its saved state): a transient failure
+        # should not fail the retry too.
+        state.events = [e for e in state.events if "error" not in e]
         queued = {t.key for t in self.pending}
         for config in configs:
             task = _Task(trial, int(config["fold"]), config)

@@ -1,7 +1,9 @@
 """Ray Tune: Optuna TPE (seeded) over a named search space, ASHA over epochs, resumable.
 
-Each trial is a Tune *function* trainable that asks for no CPU and launches one
-fold-parallel TorchTrainer (Ray 2.60's Train V2 rejects ``Tuner(trainer)``). ASHA and
+Each trial is a Tune *function* trainable that asks for no CPU: it submits its folds
+to the experiment's fold pool (:mod:`eegtune.distributed.fold_pool`) and reports their
+pooled epochs (:mod:`eegtune.distributed.trial_driver`); with data-parallel folds it
+launches one TorchTrainer instead (Ray 2.60's Train V2 rejects ``Tuner(trainer)``). ASHA and
 the sampler see the pooled inner-validation NRMSE; the pooled out-of-fold NRMSE is
 reported at the end of each trial and shown in the results table. ``sampler="random"``
 with ``scheduler="fifo"`` is the plain random search a search is measured against.
@@ -50,7 +52,7 @@ from eegtune.training.data_modes import DATA_MODES, store_size
 from eegtune.training.devices import check_device_settings
 from eegtune.training.folds import SPLIT_FILE, make_folds, split_record, store_subjects
 
-DRIVER = "driver.json"  # per trial folder: the process that runs the trial's TorchTrainer
+DRIVER = "driver.json"  # per trial folder: the process that drives the trial
 SAMPLERS = ("tpe", "random")
 # What a --resume may change (the data mode too: a bigger cluster may hold in memory what
 # a smaller one streamed).
@@ -203,7 +205,6 @@ def run_tune(
     ``data``: the data plan (from :func:`plan_experiment_data`); made here if not given.
     ``tracking``: ``tensorboard:DIR`` or ``mlflow:URI`` (see :mod:`.tracking`).
     """
-
     space = get_space(job.space)
     if not space.supports(job.challenge):
         raise ValueError(f"space {space.name!r} is for challenge(s) {space.challenges}")

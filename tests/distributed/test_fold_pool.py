@@ -193,3 +193,15 @@ def test_a_retried_trial_adopts_its_running_folds(pool, no_oof):
     assert final["final"] is True
     assert [r["epoch"] for r in sent] == list(range(1, 22))  # replayed from the first epoch
     assert {fold: len(pids) for fold, pids in starts(log_dir, "r").items()} == {0: 1, 1: 1}
+
+
+@pytest.mark.timeout(120)
+def test_a_retried_trial_runs_its_failed_fold_again(pool, no_oof):
+    """A retry (Tune's, after the trial failed) must not just replay the old failure."""
+    dispatcher, log_dir = pool
+    configs = [{"fold": 0, "epochs": 2}, {"fold": 1, "epochs": 2, "behaviour": "fail"}]
+    with pytest.raises(RuntimeError, match="loss is NaN"):
+        drive(dispatcher, "again", configs)
+    with pytest.raises(RuntimeError, match="loss is NaN"):
+        drive(dispatcher, "again", configs)  # failed again, because it ran again
+    assert len(starts(log_dir, "again")[1]) == 2 and len(starts(log_dir, "again")[0]) == 1
