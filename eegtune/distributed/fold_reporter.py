@@ -1,4 +1,6 @@
-"""How the folds of one trial report to Ray as one: pooled epochs and joint checkpoints.
+"""How a trial's data-parallel folds report to Ray Train as one: pooled epochs and joint
+checkpoints. (Single-worker folds train on the fold pool and report through
+:mod:`eegtune.distributed.trial_driver` instead.)
 
 Every fold worker runs ``train_func`` with a :class:`FoldParallelReporter` installed.
 Each epoch the reporters gather all folds' metrics over torch.distributed and report
