@@ -72,6 +72,7 @@ class Dispatcher:
         self.trials: dict[str, _Trial] = {}
         self.workers: list[Any] = []
         self.wakeup = asyncio.Event()
+        # Held so that the event loop's weak references are not the only ones to them.
         self.loops: list[asyncio.Task] = []
 
     async def start(self, workers: list[Any]) -> None:
@@ -195,7 +196,6 @@ class PoolReporter:
         self.state_path = state_path
         self.checkpoint_every = checkpoint_every
         self.last_save = time.monotonic()
-        self.final: dict[str, Any] | None = None
         self.first_report_at: float | None = None
         self.seconds_reporting = 0.0  # what reporting and saving cost this fold
         self.seconds_in_epochs = 0.0  # what its epochs' training and validation took
@@ -206,10 +206,7 @@ class PoolReporter:
 
         from eegtune.training.training_state import save_state
 
-        if metrics.get("done"):
-            self.final = metrics
-            return
-        if "inner_val_n" not in metrics:
+        if "inner_val_n" not in metrics:  # not an epoch (train_func's final "done" report)
             return
         t0 = time.perf_counter()
         if self.first_report_at is None:
@@ -261,11 +258,10 @@ class FoldWorker:
         import ray
 
         from eegtune import storage
-        from eegtune.distributed.shared_windows import SharedFoldSource
+        from eegtune.distributed.shared_windows import experiment_fold_source
         from eegtune.distributed.train import worker_device
         from eegtune.training.config import FoldJob
         from eegtune.training.fold_data import using_fold_source
-        from eegtune.training.fold_stream import StreamingFoldSource
         from eegtune.training.reporting import reporting_to
         from eegtune.training.train_func import train_func
         from eegtune.training.training_state import STATE_FILE
@@ -290,9 +286,7 @@ class FoldWorker:
 
         def source(store, challenge, subjects):
             timeline["data_ready"] = time.time()
-            if self.windows is None:
-                return StreamingFoldSource(store, challenge, subjects)
-            return SharedFoldSource(self.windows, challenge, subjects)
+            return experiment_fold_source(self.windows, store, challenge, subjects)
 
         try:
             with reporting_to(reporter), using_fold_source(source):

@@ -18,7 +18,6 @@ from eegtune.metrics import nrmse, pooled_nrmse
 
 VAL_METRIC = "val_nrmse"  # what ASHA and the searcher act on: inner validation, never OOF
 SUM_KEYS = ("n", "sse", "sum_y", "sum_y2")
-OOF = "oof.parquet"  # a fold's out-of-fold predictions (written by train_func)
 
 
 def aggregate_epoch(per_fold: list[dict[str, Any]]) -> dict[str, Any]:
@@ -37,13 +36,7 @@ def aggregate_epoch(per_fold: list[dict[str, Any]]) -> dict[str, Any]:
 
 def pooled_oof(run_dir: str | Path, n_folds: int) -> float:
     """Pooled out-of-fold NRMSE over folds 0…n_folds-1 under ``run_dir``."""
-    import pandas as pd
+    from eegtune.training.oof_files import oof_frame
 
-    from eegtune import storage
-
-    files = [storage.join(str(run_dir), f"fold{k}", OOF) for k in range(n_folds)]
-    missing = [f for f in files if not storage.exists(f)]
-    if missing:
-        raise FileNotFoundError(f"{run_dir}: missing out-of-fold predictions {missing[:2]}")
-    oof = pd.concat([storage.read_parquet(f, columns=["target", "prediction"]) for f in files])
+    oof = oof_frame(run_dir, n_folds)
     return nrmse(oof["target"], oof["prediction"])

@@ -136,6 +136,18 @@ class SharedFoldSource(FoldSource):
         return self._windows.window_set(self.subjects.test)
 
 
+def experiment_fold_source(
+    windows: SharedWindows | None, store: str, challenge: int, subjects: FoldSubjects
+) -> FoldSource:
+    """A fold's data on Ray: views of the experiment's shared windows (memory mode), or
+    the fold's files streamed every epoch (stream mode, ``windows`` None)."""
+    if windows is None:
+        from eegtune.training.fold_stream import StreamingFoldSource
+
+        return StreamingFoldSource(store, challenge, subjects)
+    return SharedFoldSource(windows, challenge, subjects)
+
+
 def object_store_used() -> int:
     """Bytes in use in the object stores of all nodes (what Ray's memory summary shows)."""
     import ray

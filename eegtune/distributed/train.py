@@ -25,11 +25,10 @@ from eegtune.distributed.data_parallel import DataParallelFoldSource, fold_group
 from eegtune.distributed.fold_reporter import VAL_METRIC, FoldParallelReporter
 from eegtune.distributed.memory_plan import WORKER_BASE_HEAP
 from eegtune.distributed.resources import ResourcePlan
-from eegtune.distributed.shared_windows import SharedFoldSource, SharedWindows, share_windows
+from eegtune.distributed.shared_windows import SharedWindows, experiment_fold_source, share_windows
 from eegtune.distributed.trial_driver import write_trial_config
 from eegtune.training.config import FoldJob
 from eegtune.training.fold_data import FoldSource, using_fold_source
-from eegtune.training.fold_stream import StreamingFoldSource
 from eegtune.training.reporting import reporting_to
 from eegtune.training.train_func import train_func
 
@@ -71,11 +70,7 @@ def fold_worker(config: dict[str, Any]) -> None:
     reporter = FoldParallelReporter(int(config["max_epochs"]), fold, per_fold, leader=replica == 0)
 
     def source(store, challenge, subjects) -> FoldSource:
-        whole: FoldSource = (
-            StreamingFoldSource(store, challenge, subjects)
-            if shared is None
-            else SharedFoldSource(shared, challenge, subjects)
-        )
+        whole = experiment_fold_source(shared, store, challenge, subjects)
         timeline["data_ready"] = time.time()
         if groups is None:
             return whole

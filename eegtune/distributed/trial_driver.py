@@ -131,8 +131,6 @@ def drive_trial(
             pooler.add(event)
         for report in pooler.due():
             send(report)
-    for report in pooler.due():
-        send(report)
     final = pooler.final_report(out_dir, max_epochs)
     send(final)
     return final

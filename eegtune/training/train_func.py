@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from eegtune import storage
@@ -44,12 +43,14 @@ from eegtune.training.fold_data import (
     open_fold_source,
 )
 from eegtune.training.folds import inner_split, make_folds, saved_folds, store_subjects
+from eegtune.training.oof_files import OOF, oof_frame
 from eegtune.training.optimizer import base_rate, build_optimizer, build_schedule
 from eegtune.training.reporting import report, restore_state
 from eegtune.training.training_state import TrainingState, fingerprint
 
+__all__ = ["CHECKPOINT", "OOF", "oof_frame", "predict", "train_func"]
+
 CHECKPOINT = "checkpoint.pt"
-OOF = "oof.parquet"
 
 
 def fold_subjects(job: FoldJob, hp: TrainConfig) -> FoldSubjects:
@@ -272,12 +273,3 @@ def load_checkpoint(path: str | Path) -> tuple[EEGModel, dict[str, Any]]:
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     return model, ckpt
-
-
-def oof_frame(run_dir: str | Path, n_folds: int) -> pd.DataFrame:
-    """The out-of-fold predictions of folds 0…n_folds-1 (never leftovers of another run)."""
-    files = [storage.join(run_dir, f"fold{k}", OOF) for k in range(n_folds)]
-    missing = [f for f in files if not storage.exists(f)]
-    if missing:
-        raise FileNotFoundError(f"{run_dir}: missing out-of-fold predictions {missing[:2]}")
-    return pd.concat([storage.read_parquet(f) for f in files], ignore_index=True)
