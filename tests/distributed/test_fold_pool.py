@@ -198,10 +198,17 @@ def test_a_retried_trial_adopts_its_running_folds(pool, no_oof):
 @pytest.mark.timeout(120)
 def test_a_retried_trial_runs_its_failed_fold_again(pool, no_oof):
     """A retry (Tune's, after the trial failed) must not just replay the old failure."""
+    import ray
+
     dispatcher, log_dir = pool
     configs = [{"fold": 0, "epochs": 2}, {"fold": 1, "epochs": 2, "behaviour": "fail"}]
     with pytest.raises(RuntimeError, match="loss is NaN"):
         drive(dispatcher, "again", configs)
     with pytest.raises(RuntimeError, match="loss is NaN"):
         drive(dispatcher, "again", configs)  # failed again, because it ran again
+    # Fold 0's worker may still be starting when fold 1 has failed twice: wait for it.
+    deadline = time.monotonic() + 60
+    while (status := ray.get(dispatcher.status.remote()))["running"] or status["pending"]:
+        assert time.monotonic() < deadline, "fold 0 never finished"
+        time.sleep(0.05)
     assert len(starts(log_dir, "again")[1]) == 2 and len(starts(log_dir, "again")[0]) == 1
