@@ -73,13 +73,9 @@ def main() -> None:
         stop_pool(*pool)
 
         plan = plan_resources(2, n_folds=2)
-        config = {
-            k: v
-            for k, v in make_config(replace(job, out_dir=str(work / "par")), hp).items()
-            if k != "fold"
-        }
         start = time.perf_counter()
-        result = run_folds(config, plan, storage_path=str(work / "train"), name="bench")
+        par_job = replace(job, out_dir=str(work / "par"))
+        result = run_folds(par_job, hp, plan, storage_path=str(work / "train"), name="bench")
         train = time.perf_counter() - start
         assert result.error is None, result.error
     finally:

@@ -34,7 +34,8 @@ from search_efficiency import trial_costs
 
 from eegtune.distributed.resources import plan_resources
 from eegtune.distributed.runtime import start_ray
-from eegtune.distributed.tune import TuneJob, _study, run_tune
+from eegtune.distributed.study import load_study
+from eegtune.distributed.tune import TuneJob, run_tune
 from eegtune.search_spaces import SearchSpace, get_space, register_space
 from eegtune.search_spaces.subspaces import suggest_recipe, suggest_sparse_attention
 
@@ -72,7 +73,7 @@ def reach(costs: pd.DataFrame, target: float) -> str:
 
 def best_rates(job: TuneJob, costs: pd.DataFrame) -> str:
     """The learning-rate settings of the arm's best trial by OOF NRMSE."""
-    study = optuna.load_study(study_name=job.name, storage=_study(job))
+    study = load_study(job.experiment())
     trial = study.trials[int(costs.loc[costs["oof_nrmse"].idxmin(), "trial"])]
     keys = ("lr", "lr_mult.attention", "lr_mult.head", "warmup_epochs")
     return ", ".join(f"{k} {trial.params[k]:.3g}" for k in keys if k in trial.params)

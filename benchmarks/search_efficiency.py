@@ -29,7 +29,8 @@ from _synthetic_store import synthetic_ccd_store
 
 from eegtune.distributed.resources import plan_resources
 from eegtune.distributed.runtime import start_ray
-from eegtune.distributed.tune import TRIAL_ID_ATTR, TuneJob, _study, run_tune
+from eegtune.distributed.study import TRIAL_ID_ATTR, load_study
+from eegtune.distributed.tune import TuneJob, run_tune
 
 
 def trial_costs(job: TuneJob) -> pd.DataFrame:
@@ -37,9 +38,8 @@ def trial_costs(job: TuneJob) -> pd.DataFrame:
 
     Every trial Tune ran counts towards the budget, including failed ones (their
     objective is NaN)."""
-    import optuna
 
-    study = optuna.load_study(study_name=job.name, storage=_study(job))
+    study = load_study(job.experiment())
     by_id = {t.user_attrs.get(TRIAL_ID_ATTR): t for t in study.trials}
     rows = []
     for path in job.experiment_dir.glob("ray/*/*/result.json"):

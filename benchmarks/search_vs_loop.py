@@ -134,14 +134,13 @@ def compare(name: str, store: Path, work: Path, args: argparse.Namespace) -> dic
     tune_wall, _ = timed(tune, work / "tune.log")
     loop_wall, loop_out = timed(loop, work / "loop.log")
     figures = tune_figures(work / "tune" / "arm")
-    import optuna
 
-    from eegtune.distributed.study import _study
+    from eegtune.distributed.study import load_study
     from eegtune.distributed.tune import TuneJob
 
     job = TuneJob(store=str(store), challenge=1, space=args.space, n_trials=args.trials,
                   n_folds=args.folds, name="arm", storage_path=str(work / "tune"))  # fmt: skip
-    study = optuna.load_study(study_name="arm", storage=_study(job))
+    study = load_study(job.experiment())
     tuned = sorted(json.dumps(t.params, sort_keys=True) for t in study.trials)
     looped = sorted(json.dumps(p, sort_keys=True) for p in json.loads(loop_out.splitlines()[-1]))
     return {

@@ -33,9 +33,10 @@ import numpy as np
 import torch
 from _synthetic_store import synthetic_ccd_store
 
+from eegtune.distributed.experiment import DRIVER
 from eegtune.distributed.resources import plan_resources
 from eegtune.distributed.runtime import start_ray
-from eegtune.distributed.tune import DRIVER, TuneJob, run_tune
+from eegtune.distributed.tune import TuneJob, run_tune
 from eegtune.training.config import FoldJob, TrainConfig, make_config
 from eegtune.training.train_func import train_func
 

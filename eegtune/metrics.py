@@ -27,6 +27,14 @@ def nrmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return rmse(y_true, y_pred) / std
 
 
+def nrmse_or_nan(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """NRMSE, or NaN where it is undefined (one held-out subject's constant Challenge 2
+    score): for per-fold figures, which a pooled figure never replaces."""
+    if np.ptp(np.asarray(y_true, dtype=np.float64)) == 0:
+        return float("nan")
+    return nrmse(y_true, y_pred)
+
+
 def overall_score(c1: float, c2: float) -> float:
     """The leaderboard's overall score: 0.3·C1 + 0.7·C2 (lower is better)."""
     return CHALLENGE_WEIGHTS[1] * c1 + CHALLENGE_WEIGHTS[2] * c2

@@ -13,13 +13,16 @@ Locations are plain strings: ``pathlib`` would fold ``s3://b`` into ``s3:/b``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow.fs as pafs
+
+from eegtune.errors import ConfigError, MissingFileError
 
 ENDPOINT_ENV = "AWS_ENDPOINT_URL"
 CACHE_ENV = "EEGTUNE_CACHE"  # where URIs are mirrored locally (default ~/.cache/eegtune)
@@ -39,7 +42,7 @@ def normalize(location: str | Path) -> str:
     if "://" in text:
         scheme = text.split("://", 1)[0]
         if scheme not in ("s3", "gs", "gcs"):
-            raise ValueError(f"{text}: unsupported storage scheme {scheme!r} (s3, gs, file)")
+            raise ConfigError(f"{text}: unsupported storage scheme {scheme!r} (s3, gs, file)")
         return text.rstrip("/")
     return text
 
@@ -95,7 +98,7 @@ def size(location: str | Path) -> int:
     fs, path = _fs(text)
     info = fs.get_file_info(path)
     if info.type != pafs.FileType.File:
-        raise FileNotFoundError(f"{text}: no such object")
+        raise MissingFileError(f"{text}: no such object")
     return int(info.size)
 
 
@@ -105,7 +108,7 @@ def read_bytes(location: str | Path) -> bytes:
         return Path(text).read_bytes()
     fs, path = _fs(text)
     if fs.get_file_info(path).type != pafs.FileType.File:
-        raise FileNotFoundError(f"{text}: no such object")
+        raise MissingFileError(f"{text}: no such object")
     with fs.open_input_stream(path) as fh:
         return fh.read()
 
@@ -123,6 +126,23 @@ def open_input(location: str | Path):
     return fs.open_input_stream(path)
 
 
+@contextlib.contextmanager
+def replacing(path: str | Path, fsync: bool = True) -> Iterator[Path]:
+    """A temporary path beside local ``path`` to write; renamed onto ``path`` only if the
+    block ends without an error, so a reader sees the old file or the whole new one."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        if fsync:  # the bytes reach the disk before the name does
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_bytes(location: str | Path, data: bytes) -> None:
     """Write all of ``data`` or nothing: a reader never sees part of it."""
     text = normalize(location)
@@ -130,20 +150,21 @@ def write_bytes(location: str | Path, data: bytes) -> None:
     data = memoryview(data)
     if is_remote(text):
         fs, path = _fs(text)
-        with fs.open_output_stream(path) as fh:
-            fh.write(data)
+        # Uploaded under a temporary key, then moved (a server-side copy) onto the name: a
+        # stream that fails part-way still publishes what it had sent when it is closed.
+        head, _, name = path.rpartition("/")
+        tmp = f"{head}/.{name}.tmp{os.getpid()}"
+        try:
+            with fs.open_output_stream(tmp) as fh:
+                fh.write(data)
+            fs.move(tmp, path)
+        finally:
+            with contextlib.suppress(OSError):
+                if fs.get_file_info(tmp).type == pafs.FileType.File:
+                    fs.delete_file(tmp)
         return
-    target = Path(text)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replacing(text) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_text(location: str | Path, text: str) -> None:

@@ -7,6 +7,32 @@ import argparse
 C1_TASK = "contrastChangeDetection"
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """``--help`` ends each option's line with its default, unless the help text already
+    says it or there is none worth saying (required, off, unset)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            default in (None, False, argparse.SUPPRESS)
+            or action.required
+            or "default" in text
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: {default})".strip()
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = DefaultsFormatter
+    for action in parser._actions:
+        # argparse prints nothing, default included, for an option without help text.
+        worth = action.default not in (None, False, argparse.SUPPRESS) and not action.required
+        if not action.help and worth and action.option_strings:
+            action.help = f"(default: {action.default})"
+
+
 def csv_list(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
 from eegtune.cli.arguments import C1_TASK, add_split_args, csv_list, task_list
+from eegtune.cli.output import on_terminal, progress_bar
+from eegtune.errors import MissingFileError
+
+logger = logging.getLogger(__name__)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -26,7 +31,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         skeleton=Path(args.skeleton) if args.skeleton else None,
         seed=args.seed,
     )
-    oracle = synthesize(opts, progress=not args.quiet)
+    oracle = synthesize(opts, progress=not args.quiet and on_terminal())
     c1, c2 = oracle["challenge1"], oracle["challenge2"]
     print(f"wrote {len(oracle['subjects'])} subjects to {args.out}: {', '.join(oracle['roots'])}")
     floor1 = "n/a" if c1["nrmse_floor"] is None else f"{c1['nrmse_floor']:.3f}"
@@ -45,12 +50,12 @@ class _PrepareProgress:
         self.bar = None
         self.windows = 0
         self.skipped = 0
+        self.total = 0
 
     def start(self, total_recordings: int) -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(
-            total=total_recordings, desc="prepare", unit="rec", disable=not self.enabled
+        self.total = total_recordings
+        self.bar = progress_bar(
+            not self.enabled, total=total_recordings, desc="prepare", unit="rec"
         )
 
     def update(self, record: dict) -> None:
@@ -58,6 +63,11 @@ class _PrepareProgress:
         self.skipped += len({s["file"] for s in record["skipped"]})
         self.bar.set_postfix(windows=self.windows, skipped=self.skipped, refresh=False)
         self.bar.update(record["n_recordings"])
+        if self.bar.disable and self.enabled:  # off a terminal: one line per subject
+            logger.info(
+                f"prepare: {self.bar.n}/{self.total} recordings, {self.windows} windows, "
+                f"{self.skipped} skipped"
+            )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -65,9 +75,8 @@ class _PrepareProgress:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from eegtune.data.errors import DatasetError
     from eegtune.data.info import describe_store
-    from eegtune.data.prepare import PrepareOptions, StrictModeError, prepare
+    from eegtune.data.prepare import PrepareOptions, prepare
 
     challenges = (1, 2) if args.challenge == "both" else (int(args.challenge),)
     options = PrepareOptions(
@@ -87,9 +96,6 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             summary = prepare_on_ray(roots, args.out, options, args.address, progress, smoke)
         else:
             summary = prepare(roots, args.out, options, progress=progress, max_subjects=smoke)
-    except (DatasetError, StrictModeError) as exc:
-        print(f"eegtune prepare: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(
             "\neegtune prepare: interrupted. Finished subjects are kept; "
@@ -115,15 +121,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         manifest = load_manifest(store)
         if manifest is None:
-            print(f"eegtune info: error: {store}: no manifest.json", file=sys.stderr)
-            return 2
+            raise MissingFileError(f"{store}: no manifest.json")
         print(json.dumps(manifest, indent=1))
         return 0
-    try:
-        print(describe_store(store, verify=args.verify))
-    except FileNotFoundError as exc:
-        print(f"eegtune info: error: {exc}", file=sys.stderr)
-        return 2
+    print(describe_store(store, verify=args.verify))
     if args.verify:
         return 1 if verify_store(store, load_manifest(store) or {"files": []}) else 0
     return 0
@@ -133,11 +134,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from eegtune.training.audit import audit_store
 
     split = "release" if args.by_release else "kfold"
-    try:
-        text, problems = audit_store(args.store, int(args.challenge), split, args.folds, args.seed)
-    except FileNotFoundError as exc:
-        print(f"eegtune audit: error: {exc}", file=sys.stderr)
-        return 2
+    text, problems = audit_store(args.store, int(args.challenge), split, args.folds, args.seed)
     print(text)
     return 1 if problems else 0
 
@@ -155,7 +152,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skeleton", help="a real release's metadata to lay signals under")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke-test", action="store_true", help="2 subjects, CCD only")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("prepare", help="cut BIDS releases into the Parquet window store")
@@ -171,7 +167,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--address",
         help="run each subject as a Ray task on this cluster (auto, HOST:PORT, or local)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("info", help="summarise a window store")

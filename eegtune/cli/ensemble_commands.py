@@ -61,7 +61,6 @@ def cmd_score(args: argparse.Namespace) -> int:
         args.bids,
         predictions,
         fast=args.fast,
-        log=(lambda _: None) if args.quiet else print,
         max_subjects=2 if args.smoke_test else None,
     )
     floors = None
@@ -107,5 +106,4 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--predictions", help="per-window Parquet (default: beside the zip)")
     p.add_argument("--oracle", help="a synthetic data set's oracle.json, to print its floors")
     p.add_argument("--smoke-test", action="store_true", help="only the first 2 subjects")
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_score)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from eegtune.ensembles.errors import EnsembleError
     from eegtune.reports import ReportRequest, build_report
 
     req = ReportRequest(
@@ -17,11 +15,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         scores=args.scores,
         top=args.top,
     )
-    try:
-        out, figures = build_report(req)
-    except (EnsembleError, FileNotFoundError) as exc:
-        print(f"eegtune report: error: {exc}", file=sys.stderr)
-        return 2
+    out, figures = build_report(req)
     drawn = sum(f.png is not None for f in figures)
     print(f"wrote {out.resolve()} ({out.stat().st_size / 2**20:.1f} MiB): {drawn} figures")
     for fig in figures:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 
 from eegtune import storage
 from eegtune.cli.arguments import add_data_mode_arg, add_device_args, add_split_args
+from eegtune.cli.output import progress_bar
+from eegtune.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     from eegtune.training.config import TrainConfig, parse_overrides
     from eegtune.training.cross_validate import run_cv
 
@@ -20,12 +22,17 @@ def cmd_cv(args: argparse.Namespace) -> int:
         overrides = {"max_epochs": 2, "patience": 2, **overrides}
     hp = TrainConfig(model=args.model, seed=args.seed).with_overrides(overrides)
     split = "release" if args.by_release else "kfold"
-    bar = tqdm(desc=f"cv {args.model}", unit="epoch", disable=args.quiet)
+    bar = progress_bar(args.quiet, desc=f"cv {args.model}", unit="epoch")
 
     def on_report(m: dict) -> None:
         if "epoch" in m:
             bar.update(1)
             bar.set_postfix(fold=m["fold"], epoch=m["epoch"], val_rmse=f"{m['inner_val_rmse']:.4f}")
+        elif m.get("done") and bar.disable:  # off a terminal: one line per fold
+            logger.info(
+                f"cv {args.model}: fold {m['fold']} done, best epoch {m['best_epoch']}, "
+                f"out-of-fold NRMSE {m['oof_nrmse']:.4f}"
+            )
 
     try:
         result = run_cv(
@@ -40,9 +47,6 @@ def cmd_cv(args: argparse.Namespace) -> int:
             device=args.device,
             precision=args.precision,
         )
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"eegtune cv: error: {exc}", file=sys.stderr)
-        return 2
     finally:
         bar.close()
     print(result.data_note)
@@ -66,7 +70,7 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     import ray
 
-    from eegtune.distributed.resources import ResourceError, plan_resources
+    from eegtune.distributed.resources import plan_resources
     from eegtune.distributed.runtime import start_ray, wait_for_resources
     from eegtune.distributed.tracking import parse_tracking
     from eegtune.distributed.tune import TuneJob, plan_experiment_data, run_tune
@@ -97,12 +101,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.tracking:
         parse_tracking(args.tracking)  # a malformed spec fails before Ray starts
     if args.device.startswith("cuda") and not args.gpus_per_fold:
-        print(
-            "eegtune tune: error: --device cuda needs --gpus-per-fold > 0, so that Ray gives "
-            "each fold a GPU",
-            file=sys.stderr,
+        raise ConfigError(
+            "--device cuda needs --gpus-per-fold > 0, so that Ray gives each fold a GPU"
         )
-        return 2
     start_ray(args.address, args.num_cpus, args.object_store_memory, args.num_gpus)
     try:
         cluster = wait_for_resources(
@@ -131,9 +132,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
             data=data,
             tracking=args.tracking,
         )
-    except (ResourceError, FileExistsError, ValueError, NotImplementedError) as exc:
-        print(f"eegtune tune: error: {exc}", file=sys.stderr)
-        return 2
     finally:
         ray.shutdown()
     shown = [
@@ -158,7 +156,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_data_mode_arg(p)
     add_device_args(p, gpus=False)
     p.add_argument("--smoke-test", action="store_true", help="2 epochs per fold")
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_cv)
 
     p = sub.add_parser("spaces", help="list the named search spaces")
@@ -243,5 +240,4 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--top", type=int, default=5, help="rows of the results table to print")
     p.add_argument("--smoke-test", action="store_true", help="2 trials, 2 folds, 2 epochs")
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_tune)

@@ -9,13 +9,14 @@ inside MNE.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from eegtune import storage
 from eegtune.data.errors import RecordingError
+from eegtune.errors import ConfigError
 
 BDF_MAGIC = b"\xffBIOSEMI"
 # ±80 mV physical range over a symmetric 24-bit digital range: about 0.0095 µV per step,
@@ -118,7 +119,7 @@ def write_bdf(
     n_ch, n_times = data_uv.shape
     spr = int(round(sfreq))
     if abs(spr - sfreq) > 1e-9:
-        raise ValueError(f"BDF writer needs an integer sampling rate, got {sfreq}")
+        raise ConfigError(f"BDF writer needs an integer sampling rate, got {sfreq}")
     n_rec = -(-n_times // spr)
     digital = np.zeros((n_ch, n_rec * spr), dtype=np.int32)
     scale = DIGITAL_MAX / PHYSICAL_MAX_UV
@@ -151,8 +152,6 @@ def write_bdf(
     # Records are channel-major inside each record: (record, channel, sample) in 24-bit LE.
     blocks = digital.reshape(n_ch, n_rec, spr).transpose(1, 0, 2).astype("<i4")
     body = blocks.view(np.uint8).reshape(-1, 4)[:, :3]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with storage.replacing(path, fsync=False) as tmp, open(tmp, "wb") as fh:
         fh.write(bytes(head))
         fh.write(np.ascontiguousarray(body).tobytes())
-    os.replace(tmp, path)

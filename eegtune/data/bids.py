@@ -7,7 +7,6 @@ A release root holds ``participants.tsv`` and ``sub-<ID>/eeg/`` folders with
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -45,15 +44,6 @@ _NAME = re.compile(
     r"^sub-(?P<sub>[A-Za-z0-9]+)(?:_ses-[A-Za-z0-9]+)?_task-(?P<task>[A-Za-z0-9]+)"
     r"(?:_acq-[A-Za-z0-9]+)?(?:_run-(?P<run>\d+))?_eeg\.(?P<ext>bdf|set|edf)$"
 )
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def recording_stem(subject: str, task: str, run: int | None) -> str:

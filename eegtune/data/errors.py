@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from eegtune.errors import EegtuneError
 
-class RecordingError(Exception):
+
+class RecordingError(EegtuneError):
     """A recording (or one of its sidecars) cannot be used; ``path`` names the culprit."""
 
     def __init__(self, path: str | Path, problem: str) -> None:
@@ -19,5 +21,5 @@ class RecordingError(Exception):
         super().__init__(f"{self.path}: {problem}")
 
 
-class DatasetError(Exception):
+class DatasetError(EegtuneError):
     """A whole BIDS root cannot be used (for example an unreadable participants.tsv)."""

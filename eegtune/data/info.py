@@ -6,6 +6,7 @@ from pathlib import Path
 
 from eegtune import storage
 from eegtune.data.store import load_manifest, sha256_file
+from eegtune.errors import MissingFileError
 
 
 def verify_store(store: str | Path, manifest: dict) -> list[str]:
@@ -28,7 +29,7 @@ def describe_store(store: str | Path, verify: bool = False) -> str:
     store = storage.normalize(store)
     manifest = load_manifest(store)
     if manifest is None:
-        raise FileNotFoundError(f"{store}: no manifest.json (is this a window store?)")
+        raise MissingFileError(f"{store}: no manifest.json (is this a window store?)")
     lines = [f"store        {store}"]
     lines.append(
         f"schema       v{manifest['schema_version']}  ({manifest['options']['dtype']}, "

@@ -44,11 +44,12 @@ from eegtune.data.store import (
 from eegtune.data.trials import scored_trials
 from eegtune.data.tsv import read_events
 from eegtune.data.windows import Windows, check_events_within, cut_challenge1, cut_challenge2
+from eegtune.errors import ConfigError, EegtuneError
 
 CCD = "contrastChangeDetection"
 
 
-class StrictModeError(RuntimeError):
+class StrictModeError(EegtuneError):
     """Raised under ``--strict`` for the first recording that would have been skipped."""
 
 
@@ -62,11 +63,11 @@ class PrepareOptions:
 
     def __post_init__(self) -> None:
         if not set(self.challenges) <= {1, 2} or not self.challenges:
-            raise ValueError(f"challenges must be 1, 2 or both, got {self.challenges}")
+            raise ConfigError(f"challenges must be 1, 2 or both, got {self.challenges}")
         if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+            raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.workers < 1:
-            raise ValueError("workers must be at least 1")
+            raise ConfigError("workers must be at least 1")
 
     def fingerprint(self) -> dict:
         """What changes the contents of the store (workers and strictness do not)."""

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from eegtune import storage
 from eegtune.data.signal import CHANNELS
+from eegtune.errors import MissingFileError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -149,13 +150,13 @@ def store_files(store: str | Path, challenge: int, subjects: list[str] | None = 
     """
     manifest = load_manifest(store)
     if manifest is None:
-        raise FileNotFoundError(f"{store}: no manifest.json (run eegtune prepare first)")
+        raise MissingFileError(f"{store}: no manifest.json (run eegtune prepare first)")
     entries = [f for f in manifest["files"] if f["challenge"] == challenge]
     if subjects is not None:
         wanted = set(subjects)
         entries = [f for f in entries if f["subject"] in wanted]
     if not entries:
-        raise FileNotFoundError(f"{store}: no challenge {challenge} windows (run eegtune prepare)")
+        raise MissingFileError(f"{store}: no challenge {challenge} windows (run eegtune prepare)")
     return [storage.join(store, f["path"]) for f in sorted(entries, key=lambda f: f["path"])]
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from eegtune.errors import ConfigError
+
 TRIAL_START = "contrastTrial_start"
 END_EXPERIMENT = "end_experiment"
 TARGETS = ("left_target", "right_target")
@@ -51,7 +53,7 @@ def build_trial_table(events: pd.DataFrame) -> pd.DataFrame:
     are kept with NaN times so that callers can report how many were dropped.
     """
     if "onset" not in events.columns or "value" not in events.columns:
-        raise ValueError("events table needs 'onset' and 'value' columns")
+        raise ConfigError("events table needs 'onset' and 'value' columns")
     ev = events.sort_values("onset", kind="mergesort")
     onset = pd.to_numeric(ev["onset"], errors="coerce").to_numpy(dtype=float)
     value = ev["value"].astype(str).to_numpy()

@@ -260,16 +260,17 @@ class FoldWorker:
         from eegtune import storage
         from eegtune.distributed.shared_windows import experiment_fold_source
         from eegtune.distributed.train import worker_device
-        from eegtune.training.config import FoldJob
+        from eegtune.training.config import parse_config
         from eegtune.training.fold_data import using_fold_source
         from eegtune.training.reporting import reporting_to
+        from eegtune.training.run_files import fold_dir as fold_dir_of
         from eegtune.training.train_func import train_func
         from eegtune.training.training_state import STATE_FILE
 
         config = {**config, "threads": self.threads}
         config["device"] = worker_device(str(config.get("device", "auto")), under_train=False)
-        job = FoldJob.from_flat(config)
-        fold_dir = storage.join(job.out_dir, f"fold{fold}")
+        job, _ = parse_config(config)
+        fold_dir = fold_dir_of(job.out_dir, fold)
         timeline = {"fold_received": time.time(), "worker_started": self.started}
         placement = {
             "fold": fold, "replica": 0, "worker": self.index,
@@ -279,9 +280,8 @@ class FoldWorker:
         }  # fmt: skip
         placement_file = storage.join(fold_dir, "placement_0.json")
         storage.write_text(placement_file, json.dumps(placement))
-        checkpoint_every = float(config.get("checkpoint_every", 30.0))
         reporter = PoolReporter(
-            self.dispatcher, trial, fold, storage.join(fold_dir, STATE_FILE), checkpoint_every
+            self.dispatcher, trial, fold, storage.join(fold_dir, STATE_FILE), job.checkpoint_every
         )
 
         def source(store, challenge, subjects):

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from eegtune.metrics import nrmse, pooled_nrmse
+from eegtune.metrics import pooled_nrmse
 
 VAL_METRIC = "val_nrmse"  # what ASHA and the searcher act on: inner validation, never OOF
 SUM_KEYS = ("n", "sse", "sum_y", "sum_y2")
@@ -34,9 +34,35 @@ def aggregate_epoch(per_fold: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def pooled_oof(run_dir: str | Path, n_folds: int) -> float:
-    """Pooled out-of-fold NRMSE over folds 0…n_folds-1 under ``run_dir``."""
-    from eegtune.training.oof_files import oof_frame
+def final_report(
+    bests: list[dict[str, Any] | None],
+    finals: list[dict[str, Any]],
+    run_dir: str | Path,
+    max_epochs: int,
+) -> dict[str, Any]:
+    """A trial's last report, once every fold has ended: the pooled inner-validation NRMSE
+    of the epochs the folds kept (what the searcher ranks by), and the pooled out-of-fold
+    NRMSE, scored here once and saved beside the predictions (:mod:`.run_files`).
 
-    oof = oof_frame(run_dir, n_folds)
-    return nrmse(oof["target"], oof["prediction"])
+    It comes one step after the last epoch, so ASHA's rungs (all before it) never stop a
+    trial whose folds are writing their out-of-fold predictions.
+    """
+    from eegtune.training.run_files import write_oof_scores
+
+    val = (
+        pooled_nrmse([{k: b[f"inner_val_{k}"] for k in SUM_KEYS} for b in bests])  # type: ignore[index]
+        if all(b is not None for b in bests)
+        else float("nan")
+    )
+    scores = write_oof_scores(run_dir, len(finals))
+    return {
+        "epoch": max_epochs + 1,
+        VAL_METRIC: val,
+        "oof_nrmse": scores["oof_nrmse"],
+        "fold_oof_nrmse": scores["fold_oof_nrmse"],
+        "best_epochs": [f.get("best_epoch") for f in finals],
+        "resumed_at_epochs": [f.get("resumed_at_epoch") for f in finals],
+        # Not "done": Tune reads that key as "stop this trial" and would kill it
+        # mid-teardown, leaking its placement group.
+        "final": True,
+    }

@@ -23,11 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eegtune.distributed.fold_pooling import SUM_KEYS, VAL_METRIC, aggregate_epoch, pooled_oof
-from eegtune.metrics import pooled_nrmse
+from eegtune.distributed.fold_pooling import VAL_METRIC, aggregate_epoch, final_report
 from eegtune.training.training_state import TrainingState, load_state, save_state
 
-__all__ = ["VAL_METRIC", "FoldParallelReporter", "aggregate_epoch", "pooled_oof"]
+__all__ = ["VAL_METRIC", "FoldParallelReporter", "aggregate_epoch"]
 
 
 class FoldParallelReporter:
@@ -144,28 +143,8 @@ class FoldParallelReporter:
             self._report_epoch({**self.last, "stopped": True, "epoch_seconds": 0.0})
         finals = self._gather(self.final)
         bests = self._gather(self.best)
-        # The final figure the searcher ranks by: pooled inner-validation NRMSE of the
-        # epochs each fold kept. It comes one step after the last epoch, so ASHA's max_t
-        # (above max_epochs + 1) lets every fold write its out-of-fold predictions first.
-        val = (
-            pooled_nrmse([{k: b[f"inner_val_{k}"] for k in SUM_KEYS} for b in bests])
-            if all(b is not None for b in bests)
-            else float("nan")
-        )
         # With a checkpoint, so it is also what Ray Train's Result.metrics holds.
-        self._send(
-            {
-                "epoch": self.max_epochs + 1,
-                VAL_METRIC: val,
-                "oof_nrmse": pooled_oof(oof_dir, len(finals)),
-                "fold_oof_nrmse": [f["oof_nrmse"] for f in finals],
-                "best_epochs": [f["best_epoch"] for f in finals],
-                "resumed_at_epochs": [f["resumed_at_epoch"] for f in finals],
-                # Not "done": Tune reads that key as "stop this trial" and would kill it
-                # mid-teardown, leaking its placement group.
-                "final": True,
-            }
-        )
+        self._send(final_report(bests, finals, oof_dir, self.max_epochs))
         shutil.rmtree(self._dir, ignore_errors=True)
 
 

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 
 from eegtune.distributed.resources import ResourceError, ResourcePlan
+from eegtune.errors import ConfigError
 from eegtune.training.data_modes import DATA_MODES, StoreSize, gib
 from eegtune.training.fold_stream import DEFAULT_STREAM, StreamOptions
 
@@ -91,7 +92,7 @@ def plan_data(
     where one trial cannot fit at all.
     """
     if requested not in DATA_MODES:
-        raise ValueError(f"data mode must be one of {DATA_MODES}, got {requested!r}")
+        raise ConfigError(f"data mode must be one of {DATA_MODES}, got {requested!r}")
     if not nodes:
         raise ResourceError("the cluster reports no live nodes")
     budget = int(SHARE_FRACTION * min(n.object_store for n in nodes))

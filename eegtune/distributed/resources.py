@@ -18,12 +18,14 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from eegtune.errors import EegtuneError
+
 # Ray rejects a bundle with nothing in it; a trial driver asks for this much memory and
 # no CPU, so it never competes with its own fold workers.
 TRIAL_DRIVER_MEMORY = 100 * 2**20
 
 
-class ResourceError(ValueError):
+class ResourceError(EegtuneError, ValueError):
     """The requested layout cannot be scheduled on the cluster without deadlocking."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 
@@ -16,6 +17,8 @@ TRAIN_POLL_S = "0.25"
 # An S3-compatible endpoint (``--s3-endpoint``) must reach the workers that read the store
 # and write the folds' outputs; credentials stay with each node (its instance profile).
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION")
+
+logger = logging.getLogger(__name__)
 
 
 def _runtime_env() -> dict:
@@ -86,7 +89,7 @@ def start_ray(
 
 
 def wait_for_resources(
-    workers: int, cpus_per_worker: float, gpus_per_worker: float, timeout_s: float, log=print
+    workers: int, cpus_per_worker: float, gpus_per_worker: float, timeout_s: float, log=None
 ) -> dict[str, float]:
     """Ask the autoscaler for ``workers`` fold workers' resources and wait until the
     cluster has them, or ``timeout_s`` passes; return the cluster's resources then.
@@ -95,6 +98,7 @@ def wait_for_resources(
     asks for one, and the resource plan is made from what the cluster has now. On a cluster
     without an autoscaler the request is a no-op and this only waits.
     """
+    log = log or logger.info
     import time
 
     import ray

@@ -12,13 +12,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from eegtune.errors import ConfigError
+
 KINDS = ("tensorboard", "mlflow")
 
 
 def parse_tracking(spec: str) -> tuple[str, str]:
     kind, sep, target = spec.partition(":")
     if kind not in KINDS or not sep or not target:
-        raise ValueError(f"--tracking takes tensorboard:DIR or mlflow:URI, got {spec!r}")
+        raise ConfigError(f"--tracking takes tensorboard:DIR or mlflow:URI, got {spec!r}")
     return kind, target
 
 
@@ -32,7 +34,9 @@ def tracking_callbacks(spec: str | None, experiment: str) -> list[Any]:
     try:
         import mlflow  # noqa: F401 - checked here so the error names the extra
     except ImportError as exc:
-        raise ValueError("--tracking mlflow needs MLflow: pip install 'eegtune[tracking]'") from exc
+        raise ConfigError(
+            "--tracking mlflow needs MLflow: pip install 'eegtune[tracking]'"
+        ) from exc
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
     return [MLflowLoggerCallback(tracking_uri=target, experiment_name=experiment)]

@@ -27,9 +27,11 @@ from eegtune.distributed.memory_plan import WORKER_BASE_HEAP
 from eegtune.distributed.resources import ResourcePlan
 from eegtune.distributed.shared_windows import SharedWindows, experiment_fold_source, share_windows
 from eegtune.distributed.trial_driver import write_trial_config
-from eegtune.training.config import FoldJob
+from eegtune.errors import ConfigError
+from eegtune.training.config import FoldJob, TrainConfig, make_config, parse_config
 from eegtune.training.fold_data import FoldSource, using_fold_source
 from eegtune.training.reporting import reporting_to
+from eegtune.training.run_files import fold_dir
 from eegtune.training.train_func import train_func
 
 SHARED_KEY = "_shared_windows"  # in the workers' loop config only, never in config.json
@@ -50,7 +52,7 @@ def fold_worker(config: dict[str, Any]) -> None:
     fold, replica = divmod(rank, per_fold)
     torch.set_num_threads(int(config["threads"]))
     config["device"] = worker_device(str(config.get("device", "auto")))
-    job = FoldJob.from_flat({**config, "fold": fold, "replica": replica})
+    job, hp = parse_config({**config, "fold": fold, "replica": replica})
     # Where each worker ran, for the record, the multi-node test and the fault drill, and
     # when it reached each step (wall-clock seconds), for the trial-launch benchmark.
     timeline = {"worker_started": time.time()}
@@ -64,10 +66,10 @@ def fold_worker(config: dict[str, Any]) -> None:
         "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
         "timeline": timeline,
     }
-    placement_file = storage.join(job.out_dir, f"fold{fold}", f"placement_{replica}.json")
+    placement_file = storage.join(fold_dir(job.out_dir, fold), f"placement_{replica}.json")
     storage.write_text(placement_file, json.dumps(placement))
-    groups = fold_groups(int(config["n_folds"]), per_fold) if per_fold > 1 else None
-    reporter = FoldParallelReporter(int(config["max_epochs"]), fold, per_fold, leader=replica == 0)
+    groups = fold_groups(job.n_folds, per_fold) if per_fold > 1 else None
+    reporter = FoldParallelReporter(hp.max_epochs, fold, per_fold, leader=replica == 0)
 
     def source(store, challenge, subjects) -> FoldSource:
         whole = experiment_fold_source(shared, store, challenge, subjects)
@@ -103,7 +105,8 @@ def worker_device(requested: str, under_train: bool = True) -> str:
 
 
 def run_folds(
-    config: dict[str, Any],
+    job: FoldJob,
+    hp: TrainConfig,
     plan: ResourcePlan,
     storage_path: str,
     name: str,
@@ -113,10 +116,10 @@ def run_folds(
     data_mode: str = "memory",
     worker_heap: int = WORKER_BASE_HEAP,
 ):
-    """Train every fold of ``config`` in parallel under one TorchTrainer; return its Result.
+    """Train every fold of ``job`` in parallel under one TorchTrainer; return its Result.
 
-    ``config`` is the flat train_func config without ``fold``; ``out_dir`` in it is where
-    the folds' checkpoints and out-of-fold predictions land (shared storage on a cluster).
+    ``job.out_dir`` is where the folds' checkpoints and out-of-fold predictions land
+    (shared storage on a cluster); ``job.fold`` is ignored: every fold runs.
     ``max_failures``: how often a lost worker may restart the folds from their checkpoint.
     ``data_mode``: "memory" reads ``windows`` (the experiment's shared copy; shared here
     for this call alone when not given), "stream" reads the fold's files every epoch.
@@ -125,9 +128,9 @@ def run_folds(
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    job = FoldJob.from_flat(config)
+    config = make_config(job, hp)  # flattened once, for Ray
     if data_mode not in ("memory", "stream"):
-        raise ValueError(f"data_mode must be memory or stream here, got {data_mode!r}")
+        raise ConfigError(f"data_mode must be memory or stream here, got {data_mode!r}")
     if data_mode == "memory" and windows is None:
         windows = share_windows(job.store, job.challenge)
     write_trial_config(config)

@@ -18,8 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from eegtune.distributed.fold_pooling import SUM_KEYS, VAL_METRIC, aggregate_epoch, pooled_oof
-from eegtune.metrics import pooled_nrmse
+from eegtune.distributed.fold_pooling import aggregate_epoch, final_report
 
 POLL_SECONDS = 5.0  # the longest a trial waits for an event before asking again
 
@@ -72,26 +71,11 @@ class EpochPooler:
 
     def final_report(self, out_dir: str, max_epochs: int) -> dict[str, Any]:
         """The figures the searcher ranks by, once every fold has ended."""
-        bests = []
-        for fold in range(self.n_folds):
-            epochs = self.epochs[fold]
-            best = min(epochs.values(), key=lambda m: m["inner_val_rmse"]) if epochs else None
-            bests.append(best)
-        val = (
-            pooled_nrmse([{k: b[f"inner_val_{k}"] for k in SUM_KEYS} for b in bests])
-            if all(b is not None for b in bests)
-            else float("nan")
-        )
-        finals = [f or {} for f in self.finals]
-        return {
-            "epoch": max_epochs + 1,
-            VAL_METRIC: val,
-            "oof_nrmse": pooled_oof(out_dir, self.n_folds),
-            "fold_oof_nrmse": [f.get("oof_nrmse") for f in finals],
-            "best_epochs": [f.get("best_epoch") for f in finals],
-            "resumed_at_epochs": [f.get("resumed_at_epoch") for f in finals],
-            "final": True,
-        }
+        bests = [
+            min(epochs.values(), key=lambda m: m["inner_val_rmse"]) if epochs else None
+            for epochs in self.epochs
+        ]
+        return final_report(bests, [f or {} for f in self.finals], out_dir, max_epochs)
 
 
 def write_trial_config(config: dict[str, Any]) -> None:
@@ -102,10 +86,11 @@ def write_trial_config(config: dict[str, Any]) -> None:
 
     from eegtune import storage
     from eegtune.training.config import TrainConfig
+    from eegtune.training.run_files import CONFIG
 
     complete = {**config, **TrainConfig.from_flat(config).to_flat()}
     storage.write_text(
-        storage.join(str(config["out_dir"]), "config.json"),
+        storage.join(str(config["out_dir"]), CONFIG),
         json.dumps(complete, indent=1, default=str),
     )
 

@@ -9,6 +9,7 @@ chosen one is measured against.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ from eegtune.ensembles.finalists import retrain_with_seeds, seed_spread
 from eegtune.ensembles.nested import N_BOOT, Scores, guarded, score_methods
 from eegtune.ensembles.predictor import write_ensemble
 from eegtune.ensembles.remote import publish_ensemble
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,10 @@ class EnsembleResult:
     description: dict[str, Any] = field(default_factory=dict)
 
 
-def build_ensemble(req: EnsembleRequest, log: Callable[[str], None] = print) -> EnsembleResult:
+def build_ensemble(
+    req: EnsembleRequest, log: Callable[[str], None] | None = None
+) -> EnsembleResult:
+    log = log or logger.info
     experiments = [open_experiment(p) for p in req.experiments]
     check_same_folds(experiments, req.challenge)
     candidates = [c for exp in experiments for c in experiment_candidates(exp)]

@@ -10,48 +10,22 @@ challenge, same K and split seed.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from eegtune import storage
-from eegtune.distributed.study import JOB_RECORD, JOURNAL, results_table
+from eegtune.distributed.experiment import Experiment
+from eegtune.distributed.study import results_table
 from eegtune.ensembles.errors import EnsembleError
 from eegtune.ensembles.nested import OOFRows
-from eegtune.training.train_func import CHECKPOINT, oof_frame
-
-if TYPE_CHECKING:
-    from eegtune.distributed.tune import TuneJob
+from eegtune.errors import ExperimentError
+from eegtune.training.run_files import CHECKPOINT, fold_dir, oof_frame
 
 ROW_KEY = ["subject", "recording", "window_index"]
 SAME_FOLDS = ("challenge", "n_folds", "seed")  # what makes two experiments' folds the same
-
-
-@dataclass(frozen=True)
-class Experiment:
-    path: Path  # on this machine: the experiment folder, or a URI's mirror
-    settings: dict[str, Any]  # its tune_job.json
-    source: str | None = None  # the storage URI it was mirrored from
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
-    def n_folds(self) -> int:
-        return int(self.settings["n_folds"])
-
-    @property
-    def seed(self) -> int:
-        return int(self.settings["seed"])
-
-    @property
-    def store(self) -> str:
-        return str(self.settings["store"])
 
 
 @dataclass(frozen=True)
@@ -71,7 +45,7 @@ class Candidate:
         return f"{self.experiment}/trial {self.trial} seed {self.seed}"
 
     def checkpoints(self) -> list[Path]:
-        files = [self.trial_dir / f"fold{k}" / CHECKPOINT for k in range(self.n_folds)]
+        files = [Path(fold_dir(self.trial_dir, k)) / CHECKPOINT for k in range(self.n_folds)]
         missing = [str(f) for f in files if not f.exists()]
         if missing:
             raise EnsembleError(f"{self.label}: missing fold checkpoint(s) {missing}")
@@ -92,16 +66,10 @@ class Candidate:
 
 def open_experiment(location: str | Path) -> Experiment:
     """An experiment folder, or one at a storage URI (mirrored here first)."""
-    from eegtune.ensembles.remote import mirror_experiment
-
-    source = storage.normalize(location) if storage.is_remote(location) else None
-    path = mirror_experiment(source) if source else Path(storage.normalize(location))
-    saved = path / JOB_RECORD
-    if not saved.exists() or not (path / JOURNAL).exists():
-        raise EnsembleError(
-            f"{source or path} is not an eegtune tune experiment (no {JOB_RECORD} and {JOURNAL})"
-        )
-    return Experiment(path.resolve(), json.loads(saved.read_text()), source)
+    try:
+        return Experiment.open(location)
+    except ExperimentError as exc:
+        raise EnsembleError(str(exc)) from exc
 
 
 def check_same_folds(experiments: list[Experiment], challenge: int) -> None:
@@ -123,18 +91,9 @@ def check_same_folds(experiments: list[Experiment], challenge: int) -> None:
             )
 
 
-def experiment_job(exp: Experiment) -> TuneJob:
-    """The experiment's TuneJob, at the folder it is in now (it may have moved)."""
-    from eegtune.distributed.tune import TuneJob
-
-    fields = {f.name for f in dataclasses.fields(TuneJob)}
-    settings = {k: v for k, v in exp.settings.items() if k in fields}
-    return TuneJob(**{**settings, "storage_path": str(exp.path.parent), "name": exp.name})
-
-
 def experiment_candidates(exp: Experiment) -> list[Candidate]:
     """The experiment's COMPLETE trials (STOPPED ones have no OOF predictions)."""
-    table = results_table(experiment_job(exp))
+    table = results_table(exp)
     done = table[table["status"] == "COMPLETE"] if not table.empty else table
     if done.empty:
         raise EnsembleError(f"{exp.path} has no COMPLETE trial to build an ensemble from")

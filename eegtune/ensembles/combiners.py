@@ -13,11 +13,13 @@ With weights summing to 1 a combination's squared error is ``wᵀ R w`` where
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-METHODS = ("best", "mean", "weighted", "greedy")
+from eegtune.errors import ConfigError
+
 GREEDY_INIT_MAX = 5  # Caruana's sorted initialisation: at most this many best members
 _CHUNK = 65_536  # rows per step when summing stats, so a float64 copy stays small
 
@@ -99,16 +101,9 @@ def fit_combination(
     method: str, stats: FitStats, top_k: int = 5, size: int = 25, shrink: bool = True
 ) -> Combination:
     """Fit ``method``'s weights, then the shrinkage α, on ``stats`` alone."""
-    if method == "best":
-        weights = _one_hot(stats.member_sse().argmin(), len(stats.s))
-    elif method == "mean":
-        weights = mean_weights(stats, top_k)
-    elif method == "weighted":
-        weights = nnls_weights(stats)
-    elif method == "greedy":
-        weights = greedy_weights(stats, size)
-    else:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method not in COMBINERS:
+        raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
+    weights = COMBINERS[method](stats, top_k=top_k, size=size)
     alpha = fit_shrinkage(stats, weights) if shrink else 1.0
     return Combination(weights, alpha, stats.mean)
 
@@ -131,7 +126,7 @@ def _one_hot(index: int, n: int) -> np.ndarray:
 def mean_weights(stats: FitStats, top_k: int) -> np.ndarray:
     """Equal weights on the ``top_k`` members with the lowest squared error."""
     if top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}")
+        raise ConfigError(f"top_k must be at least 1, got {top_k}")
     order = np.argsort(stats.member_sse(), kind="stable")[:top_k]
     w = np.zeros(len(stats.s))
     w[order] = 1.0 / len(order)
@@ -168,7 +163,7 @@ def greedy_weights(stats: FitStats, size: int) -> np.ndarray:
     error, until ``size`` picks; the prefix of picks with the lowest error is kept.
     """
     if size < 1:
-        raise ValueError(f"size must be at least 1, got {size}")
+        raise ConfigError(f"size must be at least 1, got {size}")
     r = stats.error_products()
     order = np.argsort(np.diag(r), kind="stable")
     counts = np.zeros(len(r))
@@ -206,3 +201,14 @@ def fit_shrinkage(stats: FitStats, weights: np.ndarray) -> float:
     if den <= 1e-12 * max(stats.yy, 1.0):
         return 0.0
     return float(np.clip(num / den, 0.0, 1.0))
+
+
+# Method name -> its weights from the stats (and the options it reads: top_k for mean,
+# size for greedy). A new combiner is one function and one entry here.
+COMBINERS: dict[str, Callable[..., np.ndarray]] = {
+    "best": lambda stats, **_: _one_hot(int(stats.member_sse().argmin()), len(stats.s)),
+    "mean": lambda stats, top_k, **_: mean_weights(stats, top_k),
+    "weighted": lambda stats, **_: nnls_weights(stats),
+    "greedy": lambda stats, size, **_: greedy_weights(stats, size),
+}
+METHODS = tuple(COMBINERS)

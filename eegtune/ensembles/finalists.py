@@ -14,19 +14,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from eegtune import storage
-from eegtune.ensembles.candidates import Candidate, Experiment, experiment_job
+from eegtune.distributed.experiment import Experiment
+from eegtune.ensembles.candidates import Candidate
 from eegtune.ensembles.errors import EnsembleError
-from eegtune.ensembles.remote import run_files
-from eegtune.metrics import nrmse
-from eegtune.training.train_func import CHECKPOINT, OOF
+from eegtune.training.run_files import (
+    CHECKPOINT,
+    CONFIG,
+    OOF,
+    fold_dir,
+    member_file,
+    read_oof_scores,
+)
 
-FINALISTS = "finalists"
+logger = logging.getLogger(__name__)
 
 
 def finalist_seeds(exp: Experiment, n_seeds: int) -> list[int]:
@@ -34,38 +41,51 @@ def finalist_seeds(exp: Experiment, n_seeds: int) -> list[int]:
     return [exp.seed + s for s in range(1, n_seeds + 1)]
 
 
-def retrain_config(saved: dict, seed: int, split_seed: int, out_dir: str) -> dict:
-    """A trial's saved config with a new training seed, on its experiment's folds."""
-    return {
-        # A config saved before this setting existed trained with decay on every parameter.
-        "decay_norms_and_biases": True,
-        **saved,
-        "seed": seed,
-        "split_seed": split_seed,
-        "out_dir": out_dir,
-        "device": "auto",  # the GPU Ray assigns, if the plan asked for one
-    }
+def retrain_config(saved: dict, seed: int, exp: Experiment, out_dir: str):
+    """A trial's saved config with a new training seed, on its experiment's saved folds:
+    the typed (FoldJob, TrainConfig) pair, refused if the saved config holds settings this
+    eegtune does not know."""
+    from eegtune.training.config import parse_config
+
+    job, hp = parse_config(
+        {
+            # A config saved before this setting existed trained with decay on every
+            # parameter.
+            "decay_norms_and_biases": True,
+            **saved,
+            "seed": seed,
+            "split_seed": exp.seed,
+            "out_dir": out_dir,
+            "device": "auto",  # the GPU Ray assigns, if the plan asked for one
+        }
+    )
+    # The experiment's own split file, where it has one: the folds its trials had, even
+    # if this eegtune would draw them differently.
+    if storage.exists(exp.split_uri):
+        job = dataclasses.replace(job, split_file=exp.split_uri)
+    return job, hp
 
 
 def retrain_with_seeds(
     experiments: dict[str, Experiment],
     finalists: list[Candidate],
     n_seeds: int,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> list[Candidate]:
     """Train each finalist again with ``n_seeds`` new seeds on the running Ray cluster;
     return the new (trial, seed) candidates."""
+    log = log or logger.info
     import ray
 
+    from eegtune.distributed.memory_plan import cluster_memory, plan_data
     from eegtune.distributed.resources import plan_resources
     from eegtune.distributed.shared_windows import share_windows
     from eegtune.distributed.train import run_folds
-    from eegtune.distributed.tune import plan_experiment_data
+    from eegtune.training.data_modes import store_size
 
     if n_seeds < 1:
         return []
     exp0 = experiments[finalists[0].experiment]
-    job = experiment_job(exp0)
     # The experiment's GPU share per fold, where the cluster still has the GPUs for it.
     cluster = ray.cluster_resources()
     gpus = float(exp0.settings.get("plan", {}).get("gpus_per_fold", 0.0))
@@ -73,36 +93,39 @@ def retrain_with_seeds(
     plan = plan_resources(
         cluster.get("CPU", 0), exp0.n_folds, gpus_per_fold=gpus, total_gpus=cluster.get("GPU", 0)
     )
-    data, plan = plan_experiment_data(job, plan)
+    mode = str(exp0.settings.get("data_mode", "auto"))
+    data, plan = plan_data(mode, store_size(exp0.store, exp0.challenge), cluster_memory(), plan)
     log(f"finalists: {len(finalists)} trial(s) × {n_seeds} new seed(s); {plan.describe()}")
     windows = None
     out = []
     todo = [(c, s) for c in finalists for s in finalist_seeds(experiments[c.experiment], n_seeds)]
     for i, (cand, seed) in enumerate(todo, start=1):
         exp = experiments[cand.experiment]
-        run_dir = exp.path / FINALISTS / f"{cand.trial_dir.name}_seed{seed}"
+        run_dir = exp.finalist_dir(f"{cand.trial_dir.name}_seed{seed}")
         # Fold workers on other nodes write to the experiment's URI; the mirror follows.
-        out_dir = storage.join(exp.source, FINALISTS, run_dir.name) if exp.source else str(run_dir)
+        out_dir = exp.finalist_uri(run_dir.name)
         label = f"{cand.experiment}/trial {cand.trial} seed {seed}"
         if not _finished(run_dir, exp.n_folds):
-            config_file = cand.trial_dir / "config.json"
+            config_file = cand.trial_dir / CONFIG
             if not config_file.exists():
                 raise EnsembleError(f"{cand.label}: cannot retrain, no {config_file}")
-            config = retrain_config(json.loads(config_file.read_text()), seed, exp.seed, out_dir)
+            saved = json.loads(config_file.read_text())
+            fold_job, hp = retrain_config(saved, seed, exp, out_dir)
             log(f"[{i}/{len(todo)}] training {label}")
             if data.mode == "memory" and windows is None:
-                windows = share_windows(job.store, job.challenge, progress=False)
+                windows = share_windows(exp.store, exp.challenge, progress=False)
             run_folds(
-                config,
+                fold_job,
+                hp,
                 plan,
-                storage_path=storage.join(exp.source or exp.path, FINALISTS, "train"),
+                storage_path=exp.finalist_uri("train"),
                 name=run_dir.name,
                 windows=windows,
                 data_mode=data.mode,
                 worker_heap=data.worker_heap,
             )
             if exp.source:
-                storage.download_tree(out_dir, run_dir, keep=run_files)
+                storage.download_tree(out_dir, run_dir, keep=member_file)
             if not _finished(run_dir, exp.n_folds):
                 raise EnsembleError(f"{label}: training ended without every fold's outputs")
         else:
@@ -113,14 +136,19 @@ def retrain_with_seeds(
 
 def _finished(run_dir: Path, n_folds: int) -> bool:
     return all(
-        (run_dir / f"fold{k}" / name).exists() for k in range(n_folds) for name in (OOF, CHECKPOINT)
+        (Path(fold_dir(run_dir, k)) / name).exists()
+        for k in range(n_folds)
+        for name in (OOF, CHECKPOINT)
     )
 
 
 def _as_candidate(original: Candidate, seed: int, run_dir: Path) -> Candidate:
-    cand = dataclasses.replace(original, seed=seed, trial_dir=run_dir, oof_nrmse=float("nan"))
-    oof = cand.oof()
-    return dataclasses.replace(cand, oof_nrmse=nrmse(oof["target"], oof["prediction"]))
+    scores = read_oof_scores(run_dir, original.n_folds)
+    if scores is None:
+        raise EnsembleError(f"{run_dir}: the retrained folds left no out-of-fold predictions")
+    return dataclasses.replace(
+        original, seed=seed, trial_dir=run_dir, oof_nrmse=float(scores["oof_nrmse"])
+    )
 
 
 def seed_spread(candidates: list[Candidate]) -> dict[str, dict]:

@@ -25,6 +25,7 @@ from eegtune.ensembles.combiners import (
     mean_predictor,
     single,
 )
+from eegtune.errors import ConfigError
 from eegtune.metrics import nrmse
 
 N_BOOT = 2000
@@ -180,7 +181,7 @@ class SubjectBootstrap:
 
     def __init__(self, subject: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> None:
         if n_boot < 1:
-            raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+            raise ConfigError(f"n_boot must be at least 1, got {n_boot}")
         names, self.index = np.unique(np.asarray(subject).astype(str), return_inverse=True)
         n_subj = len(names)
         rng = np.random.default_rng([seed, 9])

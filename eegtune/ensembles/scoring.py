@@ -11,7 +11,7 @@ predictor's (the ensemble's own centre c, the training targets' mean) on the sam
 from __future__ import annotations
 
 import json
-import os
+import logging
 import site
 import subprocess
 import sys
@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from eegtune import storage
 from eegtune.ensembles import score_runner
 from eegtune.ensembles.errors import EnsembleError
 from eegtune.ensembles.scoring_windows import build_scoring_set
@@ -34,6 +35,8 @@ from eegtune.metrics import nrmse, overall_score, rmse
 
 REQUIRED = ("submission.py", "weights_challenge_1.pt", "weights_challenge_2.pt")
 FAST_BATCH = 256
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -121,9 +124,10 @@ def score_submission(
     bids: list[str | Path],
     predictions: str | Path,
     fast: bool = False,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
     max_subjects: int | None = None,
 ) -> ScoreReport:
+    log = log or logger.info
     zip_path = Path(zip_path)
     with tempfile.TemporaryDirectory(prefix="eegtune_score_") as tmp:
         zip_dir = Path(tmp) / "submission"
@@ -151,11 +155,8 @@ def score_submission(
             # The zip's centre too, so a report can show the mean predictor beside it.
             frames.append(rows.assign(challenge=challenge, prediction=pred, mean_prediction=centre))
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    predictions = Path(predictions)
-    predictions.parent.mkdir(parents=True, exist_ok=True)
-    tmp_file = predictions.with_name(f".{predictions.name}.tmp{os.getpid()}")
-    table.to_parquet(tmp_file, index=False)
-    os.replace(tmp_file, predictions)
+    with storage.replacing(predictions) as tmp_file:
+        table.to_parquet(tmp_file, index=False)
     return ScoreReport(scores, windows.problems, predictions)
 
 

@@ -16,6 +16,7 @@ them, so memory holds one recording at a time however many are scored.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,9 +29,12 @@ from eegtune.data.errors import DatasetError, RecordingError
 from eegtune.data.prepare import CCD, PrepareOptions, challenge1_windows, plan_units
 from eegtune.data.signal import read_scorer_signal
 from eegtune.data.windows import cut_challenge2
+from eegtune.errors import ConfigError
 
 CROP = 200
 CROP_SEED = 42
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,20 +63,21 @@ def scorer_crops(windows: np.ndarray, seed: int = CROP_SEED) -> np.ndarray:
 def build_scoring_set(
     roots: list[Path],
     work: Path,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
     max_subjects: int | None = None,
 ) -> ScoringSet:
     """Cut every CCD recording under ``roots`` into both challenges' scoring windows
     (of the first ``max_subjects`` subjects only, for a smoke test)."""
+    log = log or logger.info
     try:
         units, skipped, _ = plan_units([Path(r) for r in roots], PrepareOptions())
     except DatasetError as exc:
-        raise ValueError(str(exc)) from exc
+        raise ConfigError(str(exc)) from exc
     units = units[:max_subjects]
     out = ScoringSet(problems=[f"{s['path']}: {s['reason']}" for s in skipped])
     recordings = [(u, r) for u in units for r in u.recordings if r.task == CCD]
     if not recordings:
-        raise ValueError(f"no {CCD} recordings found under {[str(r) for r in roots]}")
+        raise ConfigError(f"no {CCD} recordings found under {[str(r) for r in roots]}")
     work.mkdir(parents=True, exist_ok=True)
     for i, (unit, rec) in enumerate(recordings):
         if i % 10 == 0:

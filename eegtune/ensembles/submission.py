@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import io
-import os
 import re
 import zipfile
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 
 import torch
 
+from eegtune import storage
 from eegtune.ensembles import ensemble_module
 from eegtune.ensembles.errors import EnsembleError
 from eegtune.ensembles.predictor import read_description
@@ -125,20 +125,17 @@ def export_submission(c1_dir: str | Path, c2_dir: str | Path, out: str | Path) -
     for file, text in files.items():
         if EEGTUNE_IMPORT.search(text):
             raise EnsembleError(f"{file} would import eegtune inside the zip; cannot export it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for name, text in sorted(files.items()):
-                zf.writestr(name, text)
-            for challenge, blob in blobs.items():
-                buffer = io.BytesIO()
-                torch.save(blob, buffer)
-                zf.writestr(f"weights_challenge_{challenge}.pt", buffer.getvalue())
-            listed = zf.namelist()
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with (
+        storage.replacing(out) as tmp,
+        zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf,
+    ):
+        for name, text in sorted(files.items()):
+            zf.writestr(name, text)
+        for challenge, blob in blobs.items():
+            buffer = io.BytesIO()
+            torch.save(blob, buffer)
+            zf.writestr(f"weights_challenge_{challenge}.pt", buffer.getvalue())
+        listed = zf.namelist()
     members = {
         c: [f"{m['label']} (weight {m['weight']:.3f})" for m in blob["members"]]
         for c, blob in blobs.items()

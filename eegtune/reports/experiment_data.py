@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from eegtune.distributed.fold_reporter import VAL_METRIC
-from eegtune.distributed.study import _study, results_table
-from eegtune.ensembles.candidates import experiment_job, open_experiment
+from eegtune.distributed.fold_pooling import VAL_METRIC
+from eegtune.distributed.study import load_study, results_table
+from eegtune.ensembles.candidates import open_experiment
+from eegtune.ensembles.errors import EnsembleError
 from eegtune.ensembles.nested import OOFRows, nested_mean_predictor
-from eegtune.metrics import nrmse
-from eegtune.training.train_func import oof_frame
+from eegtune.metrics import nrmse, nrmse_or_nan
+from eegtune.training.run_files import oof_frame
 
 
 @dataclass
@@ -57,19 +58,18 @@ class ExperimentData:
 
 def load_experiment(location: str | Path, top: int = 5) -> ExperimentData:
     """The experiment at ``location``; the out-of-fold rows of its ``top`` best trials."""
-    import optuna
-
     exp = open_experiment(location)
-    job = experiment_job(exp)
-    study = optuna.load_study(study_name=job.name, storage=_study(job))
-    table = results_table(job)
+    study = load_study(exp)
+    if study is None:
+        raise EnsembleError(f"{exp.path}: its journal holds no study named {exp.name!r}")
+    table = results_table(exp, study)
     data = ExperimentData(
         name=exp.name,
         location=exp.source or str(exp.path),
         settings=exp.settings,
         study=study,
         table=table,
-        trials=_trial_frame(study, int(exp.settings["max_epochs"]), exp.n_folds),
+        trials=_trial_frame(study, exp.max_epochs, exp.n_folds),
     )
     for _, row in data.complete.head(top).iterrows():
         data.oof[int(row["trial"])] = oof_frame(row["trial_dir"], exp.n_folds)
@@ -115,9 +115,7 @@ def mean_predictor_scores(oof: pd.DataFrame) -> dict[str, Any]:
     )
     pred = nested_mean_predictor(rows)
     per_fold = [
-        nrmse(rows.target[rows.fold == f], pred[rows.fold == f])
-        if np.ptp(rows.target[rows.fold == f]) > 0
-        else float("nan")
+        nrmse_or_nan(rows.target[rows.fold == f], pred[rows.fold == f])
         for f in sorted(np.unique(rows.fold))
     ]
     return {"oof_nrmse": nrmse(rows.target, pred), "fold_oof_nrmse": per_fold}

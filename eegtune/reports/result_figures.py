@@ -32,14 +32,20 @@ def fold_figure(data: ExperimentData, top: int) -> Figure:
         if data.mean_predictor:
             rows.append(("mean predictor", data.mean_predictor["fold_oof_nrmse"]))
         grid = np.array([v for _, v in rows], dtype=float)
-        _, ax = plt.subplots(figsize=(1.2 + 0.9 * grid.shape[1], 0.8 + 0.45 * len(rows)))
+        size = (max(4.8, 1.2 + 0.9 * grid.shape[1]), 1.0 + 0.45 * len(rows))
+        fig, ax = plt.subplots(figsize=size, layout="constrained")
         image = ax.imshow(grid, cmap="viridis_r", aspect="auto")
         for (i, j), v in np.ndenumerate(grid):
-            ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="white", fontsize=8)
+            colour = _ink_on(image.cmap(image.norm(v)))
+            ax.text(j, i, f"{v:.3f}", ha="center", va="center", color=colour, fontsize=8)
         ax.set_yticks(range(len(rows)), [name for name, _ in rows])
         ax.set_xticks(range(grid.shape[1]), [str(k) for k in range(grid.shape[1])])
-        ax.figure.colorbar(image, ax=ax, label="out-of-fold NRMSE (unitless)")
-        return labelled(ax, title, "outer fold", "trial, best inner-validation first", grid=False)
+        fig.colorbar(image, ax=ax, label="out-of-fold NRMSE (unitless)")
+        labelled(ax, "", "outer fold", "trial, best inner-validation first", grid=False)
+        # Over the whole figure: over the axes, a title wider than a few folds' columns
+        # ran into the colour bar's label.
+        fig.suptitle(title)
+        return fig
 
     return figure(f"{data.name}-folds", title, caption, draw)
 
@@ -117,6 +123,14 @@ def ensemble_figure(name: str, description: dict[str, Any]) -> Figure:
         return labelled(ax, title, "method", "nested out-of-fold NRMSE (unitless)")
 
     return figure(f"ensemble-{name}", title, caption, draw)
+
+
+def _ink_on(background: tuple[float, ...]) -> str:
+    """Black on a light cell, white on a dark one: white on viridis's yellow is unreadable.
+    A fold without a score (NaN) is a see-through cell on the light axes."""
+    red, green, blue, alpha = background
+    light = 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 or alpha < 0.5
+    return "black" if light else "white"
 
 
 def _top(data: ExperimentData, top: int) -> list:

@@ -19,6 +19,8 @@ from typing import Any
 
 import optuna
 
+from eegtune.errors import ConfigError
+
 __all__ = [
     "DefineFn",
     "SearchSpace",
@@ -43,12 +45,12 @@ class SearchSpace:
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum():
-            raise ValueError(f"space name must be a non-empty identifier, got {self.name!r}")
+            raise ConfigError(f"space name must be a non-empty identifier, got {self.name!r}")
         if self.version < 1:
-            raise ValueError(f"space {self.name!r}: version must be >= 1, got {self.version}")
+            raise ConfigError(f"space {self.name!r}: version must be >= 1, got {self.version}")
         challenges = tuple(self.challenges)
         if not challenges or any(c not in CHALLENGES for c in challenges):
-            raise ValueError(
+            raise ConfigError(
                 f"space {self.name!r}: challenges must be a non-empty subset of {CHALLENGES}, "
                 f"got {self.challenges!r}"
             )
@@ -79,7 +81,7 @@ def register_space(space: SearchSpace, *, replace: bool = False) -> SearchSpace:
         raise TypeError(f"register_space expects a SearchSpace, got {space!r}")
     existing = _REGISTRY.get(space.name)
     if existing is not None and existing is not space and not replace:
-        raise ValueError(f"search space {space.name!r} is already registered ({existing.label})")
+        raise ConfigError(f"search space {space.name!r} is already registered ({existing.label})")
     _REGISTRY[space.name] = space
     return space
 
@@ -100,6 +102,6 @@ def get_space(name: str) -> SearchSpace:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown search space {name!r}; valid choices: {list_space_names()}"
         ) from None

@@ -21,6 +21,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from eegtune.errors import ConfigError
 from eegtune.search_spaces.registry import SearchSpace, get_space
 
 __all__ = [
@@ -86,6 +87,10 @@ class SpaceSummary:
     def distributions(self) -> dict[str, BaseDistribution]:
         return {p.name: p.distribution for p in self.params}
 
+    def keys(self) -> set[str]:
+        """Every config key the space sets: its parameters and its constants."""
+        return {p.name for p in self.params} | set(self.constants)
+
 
 def summarize_space(space: SearchSpace | str, n_samples: int = 64, seed: int = 0) -> SpaceSummary:
     """Every parameter seen over ``n_samples`` random trials, with its distribution.
@@ -104,7 +109,7 @@ def summarize_space(space: SearchSpace | str, n_samples: int = 64, seed: int = 0
             for name, dist in trial.distributions.items():
                 seen = distributions.setdefault(name, dist)
                 if seen != dist:
-                    raise ValueError(
+                    raise ConfigError(
                         f"space {resolved.label}: parameter {name!r} is suggested with two "
                         f"distributions, {seen} and {dist}"
                     )

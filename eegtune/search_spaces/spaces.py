@@ -9,20 +9,15 @@ challenge, so ``zoo_for(challenge)`` picks the right one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
 
+from eegtune.errors import ConfigError
 from eegtune.models import get_model_class
 from eegtune.search_spaces.registry import DefineFn, SearchSpace, register_space
-from eegtune.search_spaces.subspaces import (
-    ARCHITECTURES,
-    suggest_dense_attention,
-    suggest_eegnex,
-    suggest_recipe,
-    suggest_softargmax_tcn,
-    suggest_sparse_attention,
-)
+from eegtune.search_spaces.subspaces import ARCHITECTURES, suggest_recipe
 
 __all__ = [
     "DENSE_ATTENTION",
@@ -32,42 +27,48 @@ __all__ = [
     "ZOO",
     "ZOO_C2",
     "ZOO_CANDIDATES",
-    "dense_attention_space",
-    "eegnex_recipe_space",
+    "architecture_space",
     "make_zoo_space",
-    "softargmax_tcn_space",
-    "sparse_attention_space",
     "zoo_for",
     "zoo_models",
 ]
 
-# dense_attention is in the zoo only as the control for sparse_attention (same backbone,
-# full attention); the closed-form baselines are fitted, not tuned.
-ZOO_CANDIDATES = ("sparse_attention", "dense_attention", "softargmax_tcn", "eegnex")
+# Every tuned architecture, in the order the zoo offers them: dense_attention is there
+# only as the control for sparse_attention (same backbone, full attention); the
+# closed-form baselines are fitted, not tuned.
+ZOO_CANDIDATES = tuple(ARCHITECTURES)
 
 
-def sparse_attention_space(trial: optuna.Trial) -> dict[str, Any]:
-    suggest_sparse_attention(trial)
-    suggest_recipe(trial)
-    return {"model": "sparse_attention"}
+@dataclass(frozen=True)
+class ArchitectureSpace:
+    """One architecture's space: its own parameters and the optimiser recipe. A module-level
+    class rather than a closure, so Ray Tune can pickle the searcher that holds it."""
+
+    model: str
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        ARCHITECTURES[self.model](trial)
+        suggest_recipe(trial)
+        return {"model": self.model}
 
 
-def dense_attention_space(trial: optuna.Trial) -> dict[str, Any]:
-    suggest_dense_attention(trial)
-    suggest_recipe(trial)
-    return {"model": "dense_attention"}
+@dataclass(frozen=True)
+class ZooSpace:
+    """Define-by-run over the architecture, then only that architecture's parameters."""
+
+    models: tuple[str, ...]
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        model = trial.suggest_categorical("model", self.models)
+        ARCHITECTURES[model](trial)
+        suggest_recipe(trial)
+        return {}  # "model" is searched here, so nothing is constant
 
 
-def softargmax_tcn_space(trial: optuna.Trial) -> dict[str, Any]:
-    suggest_softargmax_tcn(trial)
-    suggest_recipe(trial)
-    return {"model": "softargmax_tcn"}
-
-
-def eegnex_recipe_space(trial: optuna.Trial) -> dict[str, Any]:
-    suggest_eegnex(trial)
-    suggest_recipe(trial)
-    return {"model": "eegnex"}
+def architecture_space(model: str) -> DefineFn:
+    if model not in ARCHITECTURES:
+        raise ConfigError(f"no tuned architecture {model!r}; there are {list(ARCHITECTURES)}")
+    return ArchitectureSpace(model)
 
 
 def zoo_models(challenge: int) -> tuple[str, ...]:
@@ -76,19 +77,11 @@ def zoo_models(challenge: int) -> tuple[str, ...]:
 
 
 def make_zoo_space(challenge: int) -> DefineFn:
-    """Define-by-run over the architecture, then only that architecture's parameters."""
+    """The zoo of every tuned architecture that supports ``challenge``."""
     models = zoo_models(challenge)
     if not models:
-        raise ValueError(f"no zoo architecture supports challenge {challenge}")
-
-    def zoo_space(trial: optuna.Trial) -> dict[str, Any]:
-        model = trial.suggest_categorical("model", models)
-        ARCHITECTURES[model](trial)
-        suggest_recipe(trial)
-        return {}  # "model" is searched here, so nothing is constant
-
-    zoo_space.__name__ = zoo_space.__qualname__ = f"zoo_space_c{challenge}"
-    return zoo_space
+        raise ConfigError(f"no zoo architecture supports challenge {challenge}")
+    return ZooSpace(models)
 
 
 def _challenges_of(model: str) -> tuple[int, ...]:
@@ -108,7 +101,7 @@ SPARSE_ATTENTION = register_space(
             "multipliers, warm-up, and the optimiser recipe"
         ),
         challenges=_challenges_of("sparse_attention"),
-        define=sparse_attention_space,
+        define=architecture_space("sparse_attention"),
     )
 )
 
@@ -121,7 +114,7 @@ DENSE_ATTENTION = register_space(
             "the same group learning rates, warm-up and optimiser recipe"
         ),
         challenges=_challenges_of("dense_attention"),
-        define=dense_attention_space,
+        define=architecture_space("dense_attention"),
     )
 )
 
@@ -134,7 +127,7 @@ SOFTARGMAX_TCN = register_space(
             "KL or MSE loss (kl_sigma and mse_weight with KL only), and the optimiser recipe"
         ),
         challenges=_challenges_of("softargmax_tcn"),
-        define=softargmax_tcn_space,
+        define=architecture_space("softargmax_tcn"),
     )
 )
 
@@ -147,7 +140,7 @@ EEGNEX_RECIPE = register_space(
             "and the optimiser recipe"
         ),
         challenges=_challenges_of("eegnex"),
-        define=eegnex_recipe_space,
+        define=architecture_space("eegnex"),
     )
 )
 
@@ -185,4 +178,4 @@ def zoo_for(challenge: int) -> SearchSpace:
     try:
         return _ZOO_BY_CHALLENGE[challenge]
     except KeyError:
-        raise ValueError(f"challenge must be one of {sorted(_ZOO_BY_CHALLENGE)}") from None
+        raise ConfigError(f"challenge must be one of {sorted(_ZOO_BY_CHALLENGE)}") from None

@@ -140,7 +140,8 @@ def suggest_eegnex(trial: optuna.Trial) -> None:
     trial.suggest_float(model_key("max_norm_linear"), 0.1, 1.0, log=True)
 
 
-# Model name -> the sub-space of its hyperparameters (the recipe is added by the spaces).
+# Model name -> the sub-space of its hyperparameters (the recipe is added by the spaces),
+# in the order the zoo offers them. A new tuned architecture is one entry here.
 ARCHITECTURES: dict[str, SubSpace] = {
     "sparse_attention": suggest_sparse_attention,
     "dense_attention": suggest_dense_attention,

@@ -8,7 +8,10 @@ Two dataclasses, kept apart on purpose:
 
 ``to_flat`` gives one flat dict with model hyperparameters as ``model.<name>`` keys and
 learning-rate multipliers as ``lr_mult.<group>`` keys, so that a Ray Tune search space can
-address any of them; ``from_flat`` reverses it.
+address any of them; ``from_flat`` reverses it. A config is flattened once, where it is
+handed to Ray (:func:`make_config`), and parsed back once where it lands
+(:func:`parse_config`), which refuses any key neither class knows: a typo or a setting
+renamed since would otherwise be dropped without a word.
 """
 
 from __future__ import annotations
@@ -20,10 +23,15 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
+from eegtune.errors import ConfigError
+
 MODEL_PREFIX = "model."
 LR_MULT_PREFIX = "lr_mult."
 _PREFIXED = {"model_params": MODEL_PREFIX, "lr_mult": LR_MULT_PREFIX}
 SPLITS = ("kfold", "release")
+# Keys a flat config may carry besides FoldJob's and TrainConfig's: what the Ray layers
+# add for their workers, never part of the recipe.
+TRANSPORT_KEYS = frozenset({"workers_per_fold"})
 
 
 @dataclass(frozen=True)
@@ -49,20 +57,22 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}"
             )
         if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
-            raise ValueError("batch_size, max_epochs and patience must be at least 1")
+            raise ConfigError("batch_size, max_epochs and patience must be at least 1")
         if not 0.0 < self.inner_val_fraction < 1.0:
-            raise ValueError(f"inner_val_fraction must be in (0, 1), got {self.inner_val_fraction}")
+            raise ConfigError(
+                f"inner_val_fraction must be in (0, 1), got {self.inner_val_fraction}"
+            )
         for group, mult in self.lr_mult.items():
             if isinstance(mult, bool) or not isinstance(mult, numbers.Real) or not mult >= 0:
-                raise ValueError(f"lr_mult.{group} must be a number >= 0, got {mult!r}")
+                raise ConfigError(f"lr_mult.{group} must be a number >= 0, got {mult!r}")
             if not math.isfinite(mult):
-                raise ValueError(f"lr_mult.{group} must be finite, got {mult!r}")
+                raise ConfigError(f"lr_mult.{group} must be finite, got {mult!r}")
         if not self.warmup_epochs >= 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+            raise ConfigError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         # Plain floats, so configs compare and serialise alike however they were built.
         object.__setattr__(self, "lr_mult", {k: float(v) for k, v in self.lr_mult.items()})
 
@@ -87,7 +97,7 @@ class TrainConfig:
         prefixes = tuple(_PREFIXED.values())
         bad = [k for k in overrides if k not in known and not k.startswith(prefixes)]
         if bad:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown setting(s) {bad}; use model.<name> for model hyperparameters "
                 f"and lr_mult.<group> for a parameter group's learning-rate multiplier"
             )
@@ -114,17 +124,20 @@ class FoldJob:
     # An experiment's saved split (``folds.json``): the fold's subjects come from it
     # instead of from reading every file of the store again.
     split_file: str | None = None
+    # A fold-pool worker saves the fold's training state when the last save is older
+    # than this (seconds), and when the fold ends.
+    checkpoint_every: float = 30.0
 
     def __post_init__(self) -> None:
         from eegtune.training.devices import check_device_settings
 
         check_device_settings(self.device, self.precision)
         if self.challenge not in (1, 2):
-            raise ValueError(f"challenge must be 1 or 2, got {self.challenge}")
+            raise ConfigError(f"challenge must be 1 or 2, got {self.challenge}")
         if self.split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+            raise ConfigError(f"split must be one of {SPLITS}, got {self.split!r}")
         if self.split == "kfold" and self.n_folds < 2:
-            raise ValueError("n_folds must be at least 2")
+            raise ConfigError("n_folds must be at least 2")
 
     def to_flat(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -140,6 +153,26 @@ def make_config(job: FoldJob, hp: TrainConfig) -> dict[str, Any]:
     return {**job.to_flat(), **hp.to_flat()}
 
 
+def parse_config(flat: dict[str, Any]) -> tuple[FoldJob, TrainConfig]:
+    """A flat config back as its two typed halves; a key neither knows is refused."""
+    job_keys = {f.name for f in dataclasses.fields(FoldJob)}
+    hp_keys = set(TrainConfig().to_flat()) | {
+        f.name for f in dataclasses.fields(TrainConfig)
+    } - set(_PREFIXED)
+    prefixes = tuple(_PREFIXED.values())
+    unknown = sorted(
+        k
+        for k in flat
+        if k not in job_keys | hp_keys | TRANSPORT_KEYS and not k.startswith(prefixes)
+    )
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) {unknown} in a training config; this eegtune knows "
+            f"{sorted(job_keys | hp_keys)} and model.<name>, lr_mult.<group>"
+        )
+    return FoldJob.from_flat(flat), TrainConfig.from_flat(flat)
+
+
 def parse_value(text: str) -> Any:
     """``--set`` values: JSON where it parses (numbers, booleans), else the plain string."""
     try:
@@ -153,6 +186,6 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {item!r}")
         out[key.strip()] = parse_value(value.strip())
     return out

@@ -9,7 +9,6 @@ the mean" is visible at a glance.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from eegtune.metrics import nrmse
+from eegtune import storage
+from eegtune.errors import ConfigError
+from eegtune.metrics import nrmse, nrmse_or_nan
 from eegtune.training.config import FoldJob, TrainConfig, make_config
 from eegtune.training.data_modes import choose_cv_mode
 from eegtune.training.fold_data import InMemoryFoldSource, using_fold_source
@@ -64,7 +65,7 @@ def mean_baseline_predictions(oof: pd.DataFrame, store_table: pd.DataFrame, fold
         mean = float((train["target"] * train["n_windows"]).sum() / train["n_windows"].sum())
         pred[(oof["fold"] == fold.index).to_numpy()] = mean
     if np.isnan(pred).any():
-        raise ValueError("out-of-fold rows from a fold that is not part of this split")
+        raise ConfigError("out-of-fold rows from a fold that is not part of this split")
     return pred
 
 
@@ -115,7 +116,7 @@ def run_cv(
     for r in results:
         mask = (oof["fold"] == r["fold"]).to_numpy()
         y = oof.loc[mask, "target"].to_numpy()
-        r["mean_baseline_nrmse"] = nrmse(y, base[mask]) if np.ptp(y) > 0 else float("nan")
+        r["mean_baseline_nrmse"] = nrmse_or_nan(y, base[mask])
     result = CVResult(
         run_dir=run_dir,
         folds=results,
@@ -134,7 +135,5 @@ def run_cv(
         "mean_baseline_nrmse": result.mean_baseline_nrmse,
         "folds": [{k: v for k, v in r.items() if k != "subjects"} for r in results],
     }
-    tmp = run_dir / f".summary.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, run_dir / "summary.json")
+    storage.write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
     return result

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from eegtune.data.store import load_manifest, store_files
+from eegtune.errors import ConfigError
 
 DATA_MODES = ("auto", "memory", "stream")
 # cv in memory mode holds a fold's fit, inner-validation and (after training) held-out
@@ -83,7 +84,7 @@ def available_memory() -> int:
 def choose_cv_mode(mode: str, store: str | Path, challenge: int) -> tuple[str, str]:
     """The mode ``eegtune cv`` runs in, and a sentence saying why."""
     if mode not in DATA_MODES:
-        raise ValueError(f"data mode must be one of {DATA_MODES}, got {mode!r}")
+        raise ConfigError(f"data mode must be one of {DATA_MODES}, got {mode!r}")
     size = store_size(store, challenge)
     # Every fold holds all windows at some point (fit + inner validation, then held out).
     need, budget = size.float32_bytes, int(CV_MEMORY_FRACTION * available_memory())

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from eegtune.cpu_bf16 import bf16_convolution_defect
+from eegtune.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("32", "bf16")
@@ -22,9 +23,9 @@ PRECISIONS = ("32", "bf16")
 
 def check_device_settings(device: str, precision: str) -> None:
     if device not in DEVICES and not re.fullmatch(r"cuda:\d+", device):
-        raise ValueError(f"device must be one of {DEVICES} (or cuda:N), got {device!r}")
+        raise ConfigError(f"device must be one of {DEVICES} (or cuda:N), got {device!r}")
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -33,7 +34,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
+        raise ConfigError(
             f"--device {name}: this process sees no CUDA device (torch {torch.__version__}, "
             f"CUDA build: {torch.version.cuda or 'no'}); use --device auto or cpu"
         )
@@ -56,7 +57,7 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "32":
         return contextlib.nullcontext()
     if device.type == "cpu" and (defect := bf16_convolution_defect()):
-        raise ValueError(f"--precision bf16: {defect}")
+        raise ConfigError(f"--precision bf16: {defect}")
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from eegtune.data.store import store_files
+from eegtune.errors import MissingFileError
 from eegtune.training.fold_data import (
     CROP_SAMPLES,
     ID_COLUMNS,
@@ -247,7 +248,7 @@ def fold_files(store: str | Path, challenge: int, subjects: tuple[str, ...]) -> 
     """The Parquet files that hold exactly these subjects' windows (from the manifest)."""
     files = store_files(store, challenge, list(subjects))
     if len(files) != len(set(subjects)):
-        raise FileNotFoundError(f"{store}: some of {len(subjects)} subjects have no windows")
+        raise MissingFileError(f"{store}: some of {len(subjects)} subjects have no windows")
     return files
 
 

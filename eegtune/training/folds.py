@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from eegtune.data.store import store_files
+from eegtune.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,9 @@ def store_subjects(store: str | Path, challenge: int) -> pd.DataFrame:
 
 def kfold_subjects(subjects: pd.DataFrame, n_folds: int, seed: int) -> list[Fold]:
     if len(subjects) < n_folds:
-        raise ValueError(f"{n_folds} folds need at least {n_folds} subjects, found {len(subjects)}")
+        raise ConfigError(
+            f"{n_folds} folds need at least {n_folds} subjects, found {len(subjects)}"
+        )
     rng = np.random.default_rng([seed, 1])
     ordered = subjects.sort_values(["target", "subject"], kind="mergesort")["subject"].to_numpy()
     fold_of = np.empty(len(ordered), dtype=int)
@@ -68,7 +71,7 @@ def kfold_subjects(subjects: pd.DataFrame, n_folds: int, seed: int) -> list[Fold
 def release_folds(subjects: pd.DataFrame) -> list[Fold]:
     releases = sorted(subjects["release"].unique())
     if len(releases) < 2:
-        raise ValueError(f"leave-one-release-out needs at least 2 releases, found {releases}")
+        raise ConfigError(f"leave-one-release-out needs at least 2 releases, found {releases}")
     folds = []
     for k, release in enumerate(releases):
         held = subjects["release"] == release
@@ -88,7 +91,7 @@ def make_folds(subjects: pd.DataFrame, split: str, n_folds: int, seed: int) -> l
         return kfold_subjects(subjects, n_folds, seed)
     if split == "release":
         return release_folds(subjects)
-    raise ValueError(f"unknown split {split!r}; use 'kfold' or 'release'")
+    raise ConfigError(f"unknown split {split!r}; use 'kfold' or 'release'")
 
 
 def inner_split(
@@ -96,7 +99,7 @@ def inner_split(
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(fit subjects, inner-validation subjects), both drawn from the fold's training side."""
     if len(train) < 2:
-        raise ValueError("a fold needs at least 2 training subjects to carve a validation set")
+        raise ConfigError("a fold needs at least 2 training subjects to carve a validation set")
     rng = np.random.default_rng([seed, 2, fold])
     order = rng.permutation(sorted(train))
     # Two validation subjects where there are enough, so its targets are not all one value.
@@ -154,6 +157,6 @@ def saved_folds(location: str, split: str, n_folds: int, seed: int) -> list[Fold
     wanted = {"split": split, "n_folds": n_folds, "seed": seed}
     if any(record.get(k) != v for k, v in wanted.items()):
         saved = {k: record.get(k) for k in wanted}
-        raise ValueError(f"{location} holds the split {saved}, not {wanted}")
+        raise ConfigError(f"{location} holds the split {saved}, not {wanted}")
     return [Fold(f["index"], tuple(f["train"]), tuple(f["test"]), f["name"])
             for f in record["folds"]]  # fmt: skip

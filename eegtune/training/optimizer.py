@@ -19,6 +19,7 @@ import math
 import torch
 from torch import nn
 
+from eegtune.errors import ConfigError
 from eegtune.models.base import EEGModel
 from eegtune.training.config import TrainConfig
 
@@ -53,7 +54,7 @@ def build_optimizer(model: EEGModel, hp: TrainConfig) -> torch.optim.AdamW:
     groups = model.param_groups()
     unknown = sorted(set(hp.lr_mult) - set(groups))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"model {hp.model!r} has no parameter group(s) {unknown} for lr_mult; "
             f"its groups: {list(groups)}"
         )

@@ -28,10 +28,11 @@ import numpy as np
 import torch
 
 from eegtune import storage
-from eegtune.metrics import error_sums, nrmse, rmse
+from eegtune.errors import ConfigError
+from eegtune.metrics import error_sums, nrmse_or_nan, rmse
 from eegtune.models import create_model
 from eegtune.models.base import EEGModel
-from eegtune.training.config import FoldJob, TrainConfig
+from eegtune.training.config import FoldJob, TrainConfig, parse_config
 from eegtune.training.devices import autocast, cpu_state, model_device, resolve_device, to_device
 from eegtune.training.fold_data import (
     CROP_SAMPLES,
@@ -43,14 +44,12 @@ from eegtune.training.fold_data import (
     open_fold_source,
 )
 from eegtune.training.folds import inner_split, make_folds, saved_folds, store_subjects
-from eegtune.training.oof_files import OOF, oof_frame
 from eegtune.training.optimizer import base_rate, build_optimizer, build_schedule
 from eegtune.training.reporting import report, restore_state
+from eegtune.training.run_files import CHECKPOINT, FOLD_METRICS, OOF, fold_dir, oof_frame
 from eegtune.training.training_state import TrainingState, fingerprint
 
 __all__ = ["CHECKPOINT", "OOF", "oof_frame", "predict", "train_func"]
-
-CHECKPOINT = "checkpoint.pt"
 
 
 def fold_subjects(job: FoldJob, hp: TrainConfig) -> FoldSubjects:
@@ -63,16 +62,21 @@ def fold_subjects(job: FoldJob, hp: TrainConfig) -> FoldSubjects:
         else make_folds(store_subjects(job.store, job.challenge), job.split, job.n_folds, seed)
     )
     if not 0 <= job.fold < len(folds):
-        raise ValueError(f"fold {job.fold} does not exist; the split has {len(folds)} folds")
+        raise ConfigError(f"fold {job.fold} does not exist; the split has {len(folds)} folds")
     fold = folds[job.fold]
     fit, inner = inner_split(fold.train, hp.inner_val_fraction, seed, job.fold)
     return FoldSubjects(fit=fit, inner_val=inner, test=fold.test)
 
 
 def build_model(hp: TrainConfig) -> EEGModel:
-    return create_model(
-        hp.model, n_chans=129, n_times=CROP_SAMPLES, n_outputs=1, sfreq=100.0, **hp.model_params
-    )
+    """The configured model; a hyperparameter it refuses is the user's setting to fix (model
+    modules raise plain ValueError: they travel inside the zip, without eegtune)."""
+    try:
+        return create_model(
+            hp.model, n_chans=129, n_times=CROP_SAMPLES, n_outputs=1, sfreq=100.0, **hp.model_params
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"model {hp.model!r}: {exc}") from exc
 
 
 @torch.inference_mode()
@@ -188,7 +192,7 @@ def _fit_by_gradient(
 
 def train_func(config: dict[str, Any]) -> dict[str, Any]:
     """Train one fold from a flat config; return its summary metrics."""
-    job, hp = FoldJob.from_flat(config), TrainConfig.from_flat(config)
+    job, hp = parse_config(config)
     if job.threads:
         torch.set_num_threads(job.threads)
     torch.manual_seed(hp.seed * 1000 + job.fold)
@@ -197,7 +201,7 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
     model = build_model(hp)
     device = resolve_device(job.device)  # a device this process cannot use fails here
     if job.challenge not in type(model).challenges:
-        raise ValueError(f"model {hp.model!r} does not support challenge {job.challenge}")
+        raise ConfigError(f"model {hp.model!r} does not support challenge {job.challenge}")
 
     if model.trainable_by_gradient:
         y_fit = source.fit_targets()
@@ -227,7 +231,7 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
     test = source.load_test()
     pred = predict(model, test, precision=job.precision)
     # A local folder, or a URI that every node of a cluster writes to.
-    out = storage.join(job.out_dir, f"fold{job.fold}")
+    out = fold_dir(job.out_dir, job.fold)
     storage.makedirs(out)
     metrics = {
         "fold": job.fold,
@@ -237,7 +241,7 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
         "resumed_at_epoch": best["resumed_at_epoch"],
         "oof_rmse": rmse(test.target, pred),
         # A held-out fold of one Challenge 2 subject has one target: NRMSE is undefined.
-        "oof_nrmse": nrmse(test.target, pred) if np.ptp(test.target) > 0 else None,
+        "oof_nrmse": nrmse_or_nan(test.target, pred),
         "n_fit_windows": len(source.fit_targets()),
         "n_test_windows": len(test),
         "subjects": {
@@ -256,7 +260,7 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
         {"state_dict": cpu_state(model), "model_config": model.get_config(), **plain},
         storage.join(out, CHECKPOINT),
     )
-    storage.write_text(storage.join(out, "metrics.json"), json.dumps(metrics, indent=1))
+    storage.write_text(storage.join(out, FOLD_METRICS), json.dumps(metrics, indent=1))
     report(
         {**{k: v for k, v in metrics.items() if k != "subjects"}, "done": True}, checkpoint_dir=out
     )

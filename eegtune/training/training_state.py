@@ -26,6 +26,7 @@ import torch
 
 from eegtune import storage
 from eegtune.data.store import MANIFEST
+from eegtune.errors import ConfigError
 from eegtune.training.config import LR_MULT_PREFIX, FoldJob, TrainConfig
 from eegtune.training.fold_data import FoldSubjects
 
@@ -107,7 +108,7 @@ def load_state(path: str | Path, expected_fingerprint: str) -> TrainingState | N
             io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=True
         )
     except Exception as exc:  # writes are atomic, so this is damage from outside: say so
-        raise ValueError(
+        raise ConfigError(
             f"{path}: unreadable training state ({exc}); delete it to start the fold over"
         ) from exc
     if not isinstance(data, dict) or data.get("fingerprint") != expected_fingerprint:
@@ -115,4 +116,4 @@ def load_state(path: str | Path, expected_fingerprint: str) -> TrainingState | N
     try:
         return TrainingState.from_dict(data)
     except TypeError as exc:  # saved by another version of eegtune
-        raise ValueError(f"{path}: not a training state this version can resume ({exc})") from exc
+        raise ConfigError(f"{path}: not a training state this version can resume ({exc})") from exc

@@ -12,8 +12,8 @@ from typing import TypeVar
 
 import optuna
 
-from eegtune.distributed.study import JOURNAL, _study
-from eegtune.distributed.tune import TuneJob
+from eegtune.distributed.experiment import JOURNAL, Experiment
+from eegtune.distributed.study import load_study
 from eegtune.training.training_state import STATE_FILE
 
 T = TypeVar("T")
@@ -67,12 +67,8 @@ def trials(runs: Path, name: str) -> list[optuna.trial.FrozenTrial]:
     """The experiment's Optuna trials so far, from its journal (none before it exists)."""
     if not (runs / name / JOURNAL).exists():
         return []
-    job = TuneJob(store="", challenge=1, space="", n_trials=1, n_folds=2, name=name,
-                  storage_path=str(runs))  # fmt: skip
-    try:
-        return optuna.load_study(study_name=name, storage=_study(job)).trials
-    except KeyError:
-        return []
+    study = load_study(Experiment(str(runs / name), runs / name, {"n_folds": 2}))
+    return study.trials if study is not None else []
 
 
 def trial_states(runs: Path, name: str) -> list[optuna.trial.TrialState]:

@@ -267,7 +267,7 @@ def test_two_folds_of_two_replicas_each_on_ray(prepared_store, tmp_path):
     from eegtune.distributed.resources import plan_resources
     from eegtune.distributed.runtime import start_ray
     from eegtune.distributed.train import run_folds
-    from eegtune.training.config import FoldJob, TrainConfig, make_config
+    from eegtune.training.config import FoldJob, TrainConfig
 
     start_ray(num_cpus=2)
     try:
@@ -279,8 +279,7 @@ def test_two_folds_of_two_replicas_each_on_ray(prepared_store, tmp_path):
         hp = TrainConfig(
             model="softargmax_tcn", model_params={"n_filters": 8, "n_blocks": 2}, max_epochs=2
         )
-        config = {k: v for k, v in make_config(job, hp).items() if k != "fold"}
-        result = run_folds(config, plan, storage_path=str(tmp_path / "train"), name="ddp")
+        result = run_folds(job, hp, plan, storage_path=str(tmp_path / "train"), name="ddp")
         assert result.error is None
         assert np.isfinite(result.metrics["oof_nrmse"]) and np.isfinite(result.metrics["val_nrmse"])
         for k in (0, 1):

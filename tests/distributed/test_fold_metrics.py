@@ -6,6 +6,7 @@ and out-of-fold files) with a plain numpy NRMSE, never with eegtune's metric cod
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import torch
 
 from eegtune.distributed.resources import plan_resources
 from eegtune.distributed.train import run_folds
-from eegtune.training.config import FoldJob, TrainConfig, make_config
+from eegtune.training.config import FoldJob, TrainConfig
 from eegtune.training.cross_validate import run_cv
 from eegtune.training.fold_data import load_window_set
 from eegtune.training.train_func import build_model, load_checkpoint, predict
@@ -63,9 +64,8 @@ def _pooled_inner_val(store: Path, run: Path, weights: list[dict]) -> float:
 def test_pooled_reports_match_the_folds_and_ray_folds_match_cv(prepared_store, tmp_path, local_ray):
     run = tmp_path / "ray"
     job = FoldJob(store=str(prepared_store), challenge=1, out_dir=str(run), n_folds=2)
-    config = {k: v for k, v in make_config(job, HP).items() if k != "fold"}
     result = run_folds(
-        config, plan_resources(2, n_folds=2), storage_path=str(tmp_path / "train"), name="pool"
+        job, HP, plan_resources(2, n_folds=2), storage_path=str(tmp_path / "train"), name="pool"
     )
     assert result.error is None
     by_epoch = {int(m["epoch"]): (ckpt, m) for ckpt, m in result.best_checkpoints}
@@ -116,9 +116,9 @@ def test_pooled_reports_match_the_folds_and_ray_folds_match_cv(prepared_store, t
 
     # Stream mode on Ray: the same folds and subjects, every window predicted exactly once.
     stream_run = tmp_path / "stream"
-    config["out_dir"] = str(stream_run)
     streamed = run_folds(
-        config,
+        dataclasses.replace(job, out_dir=str(stream_run)),
+        HP,
         plan_resources(2, n_folds=2),
         storage_path=str(tmp_path / "train"),
         name="stream",

@@ -100,7 +100,8 @@ def drive(dispatcher, trial: str, configs: list[dict]) -> tuple[dict, list[dict]
 
 @pytest.fixture
 def no_oof(monkeypatch):
-    monkeypatch.setattr("eegtune.distributed.trial_driver.pooled_oof", lambda out, k: 1.0)
+    scores = {"oof_nrmse": 1.0, "fold_oof_nrmse": [1.0, 1.0]}
+    monkeypatch.setattr("eegtune.training.run_files.write_oof_scores", lambda run, k: scores)
 
 
 @pytest.mark.timeout(120)

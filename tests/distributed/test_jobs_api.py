@@ -27,8 +27,8 @@ import optuna
 import psutil
 import pytest
 
+from eegtune.distributed.experiment import JOURNAL
 from eegtune.distributed.runtime import LOOPBACK_ENV
-from eegtune.distributed.study import JOURNAL
 from tests.distributed.drills import trials
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]

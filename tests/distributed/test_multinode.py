@@ -34,9 +34,12 @@ def _tune(bucket: str, address: str, trials: int, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _complete_trials(bucket: str) -> dict[int, dict]:
+def _complete_trials(bucket: str) -> dict[int, tuple]:
+    """Per finished trial: its parameters, when it started and its folder (a rerun from
+    scratch draws the same parameters with the same seed, but not at the same time)."""
     import optuna
 
+    from eegtune.distributed.study import TRIAL_ID_ATTR, load_study, pull_journal
     from eegtune.distributed.tune import TuneJob
 
     job = TuneJob(
@@ -48,12 +51,15 @@ def _complete_trials(bucket: str) -> dict[int, dict]:
         name="c1",
         storage_path=f"{bucket}/runs",
     )
-    from eegtune.distributed.study import _study, pull_journal
-
-    pull_journal(job)
-    study = optuna.load_study(study_name="c1", storage=_study(job))
+    exp = job.experiment()
+    pull_journal(exp)
+    study = load_study(exp)
     done = optuna.trial.TrialState.COMPLETE
-    return {t.number: t.params for t in study.trials if t.state == done}
+    return {
+        t.number: (t.params, t.datetime_start, t.user_attrs[TRIAL_ID_ATTR])
+        for t in study.trials
+        if t.state == done
+    }
 
 
 @pytest.mark.timeout(600)
@@ -124,7 +130,17 @@ def test_prepare_tune_ensemble_resume_on_two_nodes_and_s3(
         import torch
 
         module = load_ensemble(fetch_ensemble(ens))
-        assert module(torch.zeros(2, 129, 200)).shape == (2, 1)
+        # The same ensemble built from a local copy of the experiment: the S3 path changed
+        # no value on the way.
+        local_exp = tmp_path / "local_copy" / "c1"
+        storage.download_tree(experiment, local_exp)
+        local_ens = tmp_path / "local_ens"
+        assert main(["ensemble", "--experiment", str(local_exp), "--challenge", "1",
+                     "--out", str(local_ens)]) == 0  # fmt: skip
+        windows = torch.randn(4, 129, 200, generator=torch.Generator().manual_seed(0)) * 1e-5
+        remote_pred = module(windows)
+        assert remote_pred.shape == (4, 1) and torch.isfinite(remote_pred).all()
+        torch.testing.assert_close(remote_pred, load_ensemble(local_ens)(windows))
     finally:
         ray.shutdown()
         cluster.shutdown()

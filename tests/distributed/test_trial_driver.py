@@ -63,20 +63,47 @@ def test_epochs_repeated_after_a_resume_replace_the_earlier_ones():
     assert [r["fold_val_rmse"] for r in pooler.due()] == [[0.9], [0.7]]
 
 
-def test_the_final_report_pools_the_epochs_the_folds_kept(monkeypatch):
-    monkeypatch.setattr("eegtune.distributed.trial_driver.pooled_oof", lambda out, k: 0.95)
+def test_the_final_report_pools_the_epochs_the_folds_kept_and_saves_the_oof_scores(tmp_path):
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    from eegtune.metrics import nrmse
+    from eegtune.training.run_files import OOF, OOF_SCORES, read_oof_scores
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for k in (0, 1):
+        y = rng.normal(size=6)
+        frame = pd.DataFrame({"target": y, "prediction": y + rng.normal(size=6), "fold": k})
+        (tmp_path / f"fold{k}").mkdir()
+        frame.to_parquet(tmp_path / f"fold{k}" / OOF)
+        frames.append(frame)
     pooler = EpochPooler(2)
     for e, (a, b) in enumerate([(0.5, 0.9), (0.3, 0.8), (0.4, 0.85)]):
         pooler.add(epoch(0, e, a))
         pooler.add(epoch(1, e, b))
     pooler.add(final(0))
     pooler.add(final(1))
-    report = pooler.final_report("out", max_epochs=3)
+    report = pooler.final_report(str(tmp_path), max_epochs=3)
     kept = [epoch(0, 1, 0.3)["epoch_metrics"], epoch(1, 1, 0.8)["epoch_metrics"]]
     sums = [{k: m[f"inner_val_{k}"] for k in ("n", "sse", "sum_y", "sum_y2")} for m in kept]
     assert report[VAL_METRIC] == pytest.approx(pooled_nrmse(sums))
-    assert report["epoch"] == 4 and report["final"] is True and report["oof_nrmse"] == 0.95
-    assert report["fold_oof_nrmse"] == [0.9, 0.9]
+    assert report["epoch"] == 4 and report["final"] is True
+    both = pd.concat(frames)
+    assert report["oof_nrmse"] == pytest.approx(nrmse(both["target"], both["prediction"]))
+    per_fold = [nrmse(f["target"], f["prediction"]) for f in frames]
+    assert report["fold_oof_nrmse"] == pytest.approx(per_fold, abs=5e-5)  # kept to 4 places
+    # Scored once, kept beside the predictions; what the results table reads back.
+    saved = json.loads((tmp_path / OOF_SCORES).read_text())
+    assert saved["oof_nrmse"] == report["oof_nrmse"] and saved["n_rows"] == 12
+    saved["oof_nrmse"] = 0.123  # read from the scores file, not recomputed
+    (tmp_path / OOF_SCORES).write_text(json.dumps(saved))
+    assert read_oof_scores(tmp_path, 2)["oof_nrmse"] == 0.123
+    assert read_oof_scores(tmp_path, 3) is None  # a fold count the run did not have
+    (tmp_path / "fold0" / OOF).unlink()  # what ASHA leaves: no predictions, no figures
+    assert read_oof_scores(tmp_path, 2) is None
 
 
 def test_a_failed_fold_fails_the_trial_with_its_reason():

@@ -13,7 +13,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from eegtune.distributed.tune import DRIVER
+from eegtune.distributed.experiment import DRIVER
 from eegtune.training.folds import store_subjects
 from tests.distributed.drills import saved_epochs, start, trial_states, tune_command, wait_for
 

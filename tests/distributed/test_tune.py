@@ -6,21 +6,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-import optuna
 import pandas as pd
 import pytest
 
 from eegtune.distributed.resources import plan_resources
-from eegtune.distributed.tune import (
-    JOURNAL,
-    TRIAL_ID_ATTR,
-    TuneJob,
-    _close_interrupted,
-    _study,
-    results_table,
-    run_tune,
-)
-from eegtune.search_spaces import get_space
+from eegtune.distributed.study import TRIAL_ID_ATTR, load_study
+from eegtune.distributed.tune import TuneJob, run_tune
+from eegtune.errors import ExperimentError
 from eegtune.training.folds import store_subjects
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -49,7 +41,7 @@ def test_small_tune_completes_then_resumes_without_rerunning(prepared_store, tmp
     first_dir = Path(first.loc[0, "trial_dir"])
     first_mtime = (first_dir / "fold0" / "oof.parquet").stat().st_mtime_ns
 
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(ExperimentError, match="--resume"):
         run_tune(job, plan, verbose=0)
 
     table = run_tune(TuneJob(**{**job.__dict__, "n_trials": 2}), plan, resume=True, verbose=0)
@@ -59,7 +51,7 @@ def test_small_tune_completes_then_resumes_without_rerunning(prepared_store, tmp
     assert (first_dir / "fold0" / "oof.parquet").stat().st_mtime_ns == first_mtime
 
     # Each trial's row points at its own folds, through the Tune trial id in the study.
-    study = optuna.load_study(study_name="t", storage=_study(job))
+    study = load_study(job.experiment())
     recorded = {t.number: t.user_attrs[TRIAL_ID_ATTR] for t in study.trials}
     assert len(set(recorded.values())) == 2
     for _, row in table.iterrows():
@@ -111,81 +103,3 @@ def test_asha_stops_a_trial_that_cannot_learn(prepared_store, tmp_path, local_ra
     epochs = _epochs_reported(job)
     assert epochs[good["lr"]] == job.max_epochs + 1
     assert epochs[bad["lr"]] < job.max_epochs
-
-
-def test_interrupted_trials_are_closed_before_resuming(tmp_path):
-    job = _job(tmp_path)
-    job.experiment_dir.mkdir(parents=True)
-    study = optuna.create_study(study_name="x", storage=_study(job))
-    study.ask()  # a trial the killed driver never finished
-    done = study.ask()
-    study.tell(done, 0.9)
-    _close_interrupted(job)
-    states = [t.state for t in optuna.load_study(study_name="x", storage=_study(job)).trials]
-    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
-    assert (job.experiment_dir / JOURNAL).exists()
-
-
-def test_trial_stopped_before_its_predictions_is_marked_stopped(tmp_path):
-    job = _job(tmp_path, n_trials=1)
-    job.experiment_dir.mkdir(parents=True)
-    study = optuna.create_study(study_name="x", storage=_study(job))
-    trial = study.ask()
-    trial.set_user_attr(TRIAL_ID_ATTR, "abc123")
-    study.tell(trial, 1.05)  # ASHA stopped it: Optuna holds its last value, no folds exist
-    table = results_table(job)
-    assert table.loc[0, "status"] == "STOPPED" and table.loc[0, "val_nrmse"] == 1.05
-    assert table.loc[0, "oof_nrmse"] is None
-    assert table.loc[0, "trial_dir"] == str(job.experiment_dir / "folds" / "abc123")
-
-
-def test_resume_refuses_a_changed_experiment(prepared_store, tmp_path):
-    job = _job(tmp_path, store=str(prepared_store))
-    job.experiment_dir.mkdir(parents=True)
-    saved = {**job.__dict__, "n_folds": 3, "space_version": get_space(job.space).version}
-    (job.experiment_dir / "tune_job.json").write_text(json.dumps(saved))
-    (job.experiment_dir / JOURNAL).write_text("")
-    with pytest.raises(ValueError, match="n_folds: 3 -> 2"):
-        run_tune(job, plan_resources(2, n_folds=2, pool=True), resume=True)
-
-
-@pytest.mark.parametrize("space", ["sparse_attention", "softargmax_tcn"])
-def test_resume_refuses_an_experiment_of_an_older_space_version(prepared_store, tmp_path, space):
-    # Saved before per-group learning rates (attention) and norm/bias decay (every space).
-    job = _job(tmp_path, store=str(prepared_store), space=space)
-    job.experiment_dir.mkdir(parents=True)
-    record = job.experiment_dir / "tune_job.json"
-    record.write_text(json.dumps({**job.__dict__, "space_version": 1}))
-    (job.experiment_dir / JOURNAL).write_text("")
-    before = sorted(p.name for p in job.experiment_dir.iterdir())
-    with pytest.raises(ValueError) as refused:
-        run_tune(job, plan_resources(2, n_folds=2, pool=True), resume=True)
-    message = str(refused.value)
-    assert f"{space}/v1" in message and f"{space}/v2" in message
-    assert "another --name" in message
-    # Refused before anything was written: the old record and study are as they were.
-    assert sorted(p.name for p in job.experiment_dir.iterdir()) == before
-    assert json.loads(record.read_text())["space_version"] == 1
-
-
-def test_unknown_sampler_or_scheduler_is_refused():
-    with pytest.raises(ValueError, match="sampler"):
-        TuneJob("s", 1, "softargmax_tcn", 1, 2, "x", "/tmp", sampler="grid")
-    with pytest.raises(ValueError, match="scheduler"):
-        TuneJob("s", 1, "softargmax_tcn", 1, 2, "x", "/tmp", scheduler="hyperband")
-
-
-def test_resume_refuses_a_changed_fold_assignment(prepared_store, tmp_path):
-    """The folds are drawn once and saved; a resume that would draw them otherwise (another
-    store, or a changed assignment rule) is refused before anything is written."""
-    job = _job(tmp_path, store=str(prepared_store))
-    job.experiment_dir.mkdir(parents=True)
-    saved = {**job.__dict__, "space_version": get_space(job.space).version}
-    (job.experiment_dir / "tune_job.json").write_text(json.dumps(saved))
-    (job.experiment_dir / JOURNAL).write_text("")
-    split = job.experiment_dir / "folds.json"
-    split.write_text(json.dumps({"split": "kfold", "n_folds": 2, "seed": 0, "hash": "0" * 16}))
-    before = split.read_text()
-    with pytest.raises(ValueError, match="assigns the subjects to folds differently"):
-        run_tune(job, plan_resources(2, n_folds=2, pool=True), resume=True)
-    assert split.read_text() == before

@@ -13,6 +13,7 @@ import torch
 
 from eegtune.cli import main
 from eegtune.ensembles import METHODS, load_ensemble
+from eegtune.models import model_from_config
 
 # The shared experiment fixture is built inside the first test that asks for it.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -37,10 +38,11 @@ def test_cli_scores_every_method_and_writes_a_loadable_predictor(
     out = tmp_path / "ens"
     argv = ["ensemble", "--experiment", str(finished_experiment), "--challenge", "1"]
     assert main([*argv, "--method", "weighted", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed, logged = captured.out, captured.err  # the table; the log lines (stderr)
     for text in (*METHODS, "nested NRMSE", "naive (in-sample)", "best single trial:"):
         assert text in printed
-    assert "a member is a trial" in printed and "mean of its 2 fold models" in printed
+    assert "a member is a trial" in logged and "mean of its 2 fold models" in logged
 
     desc = json.loads((out / "ensemble.json").read_text())
     assert desc["n_candidates"] == 3 and desc["method"] == "weighted"
@@ -148,3 +150,123 @@ def test_members_that_are_noise_trip_the_guard_in_the_command(experiment_copy, t
     desc = json.loads((out / "ensemble.json").read_text())
     assert desc["shipped"] != "greedy" and desc["guard"].startswith("guard: greedy's nested")
     assert desc["guard"] in printed
+
+    # Members that are noise lose to the mean predictor: it ships, with no member, α 0 and
+    # the targets' mean as centre, and the loaded module predicts that constant.
+    y, _ = _aligned_oof(experiment_copy)
+    assert desc["shipped"] == "mean predictor" and "shipping the mean predictor" in desc["guard"]
+    _assert_ships(out, members={}, alpha=0.0, centre=float(y.mean()))
+
+
+# --- what ships, against the combination worked out from the OOF files ---------------------
+
+
+def _aligned_oof(exp: Path) -> tuple[np.ndarray, dict[Path, np.ndarray]]:
+    """Targets and each trial's predictions (float64 of the stored float32) from the OOF
+    files alone, every trial's rows in one order."""
+    key = ["subject", "recording", "window_index"]
+    frames = {
+        d: _oof(d).sort_values(key, kind="stable").reset_index(drop=True) for d in _trial_dirs(exp)
+    }
+    first = next(iter(frames.values()))
+    for frame in frames.values():
+        pd.testing.assert_frame_equal(frame[[*key, "fold"]], first[[*key, "fold"]])
+    y = first["target"].to_numpy(dtype=np.float64)
+    return y, {d: f["prediction"].to_numpy(dtype=np.float64) for d, f in frames.items()}
+
+
+def _set_oof_predictions(exp: Path, noise_scale: list[float], seed: int) -> None:
+    """Each trial's OOF predictions become target + noise of std ``scale × std(target)``."""
+    rng = np.random.default_rng(seed)
+    for trial, scale in zip(_trial_dirs(exp), noise_scale, strict=True):
+        for k in (0, 1):
+            f = trial / f"fold{k}" / "oof.parquet"
+            frame = pd.read_parquet(f)
+            noise = rng.normal(0, scale * frame["target"].std(), len(frame))
+            frame.assign(prediction=(frame["target"] + noise).astype(np.float32)).to_parquet(
+                f, index=False
+            )
+
+
+def _by_hand_alpha(y: np.ndarray, p: np.ndarray) -> float:
+    """Least-squares slope of y − c on p − c through the origin (c the targets' mean), in
+    [0, 1]."""
+    c = y.mean()
+    return float(np.clip(np.sum((y - c) * (p - c)) / np.sum((p - c) ** 2), 0.0, 1.0))
+
+
+def _fold_models(trial_dir: Path) -> list[torch.nn.Module]:
+    models = []
+    for k in (0, 1):
+        ckpt = torch.load(trial_dir / f"fold{k}" / "checkpoint.pt", weights_only=True)
+        model = model_from_config(ckpt["model_config"])
+        model.load_state_dict(ckpt["state_dict"])
+        models.append(model.eval())
+    return models
+
+
+def _assert_ships(out: Path, members: dict[Path, float], alpha: float, centre: float) -> None:
+    """ensemble.json holds exactly ``members`` (trial folder → weight), α and the centre,
+    and load_ensemble predicts centre + α(Σ weight · mean of the trial's fold models − c),
+    computed here from the trials' own checkpoints."""
+    desc = json.loads((out / "ensemble.json").read_text())
+    shipped = {Path(m["trial_dir"]): m["weight"] for m in desc["members"]}
+    assert shipped.keys() == members.keys()
+    for trial, weight in members.items():
+        assert shipped[trial] == pytest.approx(weight, rel=1e-9, abs=1e-12), trial
+    assert desc["alpha"] == pytest.approx(alpha, rel=1e-9, abs=1e-12)
+    assert desc["centre"] == pytest.approx(centre, rel=1e-12)
+    assert len(desc["fold_models"]) == len(members)
+    assert all(len(folds) == 2 for folds in desc["fold_models"])
+
+    model = load_ensemble(out)
+    x = torch.randn(4, 129, 200, generator=torch.Generator().manual_seed(1)) * 10
+    with torch.no_grad():
+        got = model(x).double()
+        ens = torch.zeros(4, 1, dtype=torch.float64)
+        for trial, weight in members.items():
+            outs = torch.stack([m(x).double() for m in _fold_models(trial)])
+            ens += weight * outs.mean(dim=0)
+    want = centre + alpha * (ens - centre) if members else torch.full((4, 1), centre)
+    assert got.shape == (4, 1)
+    torch.testing.assert_close(got, want.double(), rtol=1e-5, atol=1e-5)
+
+
+def test_what_ships_is_the_method_when_the_guard_does_not_trip(experiment_copy, tmp_path, capsys):
+    # Two good trials with independent errors and one poor one: `mean` of the top 2 beats
+    # the best single trial and the mean predictor, so it ships as fitted on every row.
+    _set_oof_predictions(experiment_copy, [0.2, 0.9, 0.25], seed=1)
+    trials = _trial_dirs(experiment_copy)
+    y, preds = _aligned_oof(experiment_copy)
+    out = tmp_path / "ens"
+    argv = ["ensemble", "--experiment", str(experiment_copy), "--challenge", "1"]
+    assert main([*argv, "--method", "mean", "--top-k", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    desc = json.loads((out / "ensemble.json").read_text())
+    assert desc["shipped"] == "mean" and desc["guard"] == ""
+    assert "guard:" not in printed
+
+    good = [trials[0], trials[2]]
+    alpha = _by_hand_alpha(y, 0.5 * preds[good[0]] + 0.5 * preds[good[1]])
+    assert 0.5 < alpha < 1.0  # shrunk, so α is pinned, not a clip
+    assert desc["scores"]["methods"]["mean"]["alpha"] == pytest.approx(alpha, rel=1e-9)
+    _assert_ships(out, members={t: 0.5 for t in good}, alpha=alpha, centre=float(y.mean()))
+
+
+def test_what_ships_is_the_best_single_trial_when_the_guard_trips(
+    experiment_copy, tmp_path, capsys
+):
+    # One good trial and two noisy ones: the mean of all three loses to that trial, which
+    # ships as it is (weight 1, α 1) instead.
+    _set_oof_predictions(experiment_copy, [3.0, 0.2, 3.5], seed=2)
+    trials = _trial_dirs(experiment_copy)
+    y, _ = _aligned_oof(experiment_copy)
+    out = tmp_path / "ens"
+    argv = ["ensemble", "--experiment", str(experiment_copy), "--challenge", "1"]
+    assert main([*argv, "--method", "mean", "--top-k", "3", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    desc = json.loads((out / "ensemble.json").read_text())
+    assert desc["shipped"] == "best single trial"
+    assert desc["guard"].startswith("guard: mean's nested") and desc["guard"] in printed
+    assert desc["scores"]["methods"]["mean"]["members_used"] == 3  # what was refused
+    _assert_ships(out, members={trials[1]: 1.0}, alpha=1.0, centre=float(y.mean()))

@@ -264,3 +264,128 @@ def test_alpha_zero_predicts_the_centre_without_members():
     np.testing.assert_array_equal(comb.predict(preds), np.full(10, -1.25))
     # Members need not be loaded at all, so any number of columns, even none, works.
     np.testing.assert_array_equal(comb.predict(np.empty((4, 0))), np.full(4, -1.25))
+
+
+# --- greedy: picks and the kept prefix, worked out by hand ---------------------------------
+
+
+def stats_with_errors(errors: list[list[float]]) -> FitStats:
+    """Stats whose error cross-products are exactly ``EᵀE``: the predictions are the targets
+    minus ``E`` (small dyadic numbers, so every sum is exact in float64)."""
+    e = np.asarray(errors, dtype=np.float64)
+    y = np.array([1.5, -2.0, 0.25, 3.0])[: len(e)]
+    return FitStats.of(y[:, None] - e, y)
+
+
+# Errors (rows) [2, 2, 0], [0, 1, 0], [0, 0, 3] give R = [[4, 4, 0], [4, 5, 0], [0, 0, 9]]:
+# members 0 and 1 share their error, member 2 is independent but worse alone.
+# Sorted initialisation: member 0 (SSE 4); adding member 1 gives (4 + 5 + 2·4)/4 = 17/4 ≥ 4,
+# so it stops there. Then each pick adds the member minimising
+# (cᵀRc + 2(Rc)_i + R_ii)/(t + 1)², with c the counts after t picks:
+#   pick 2: c=[1,0,0] → 0: 16/4, 1: 17/4, 2: 13/4 → member 2, [1,0,1], 13/4  (best)
+#   pick 3: c=[1,0,1] → 0: 25/9, 1: 26/9, 2: 40/9 → member 0, [2,0,1], 25/9  (best)
+#   pick 4: → member 0, [3,0,1], 45/16      pick 5: → member 2, [3,0,2], 72/25
+#   pick 6: → member 0, [4,0,2], 25/9 (a tie, not kept)
+#   pick 7: → member 0, [5,0,2], 136/49 < 25/9 (best)
+#   pick 8: → 0, [6,0,2], 45/16    pick 9: → 2, [6,0,3], 25/9
+#   pick 10: → 0, [7,0,3], 277/100 < 136/49 (best)
+#   pick 11: → 0, [8,0,3], 337/121    pick 12: → 2, [8,0,4], 25/9
+#   pick 13: → 0, [9,0,4], 36/13 < 277/100 (best: the optimum 9/13, 4/13 itself)
+#   pick 14: → 0, [10,0,4], 136/49
+# Picks: 0, 2, 0, 0, 2, 0, 0, 0, 2, 0, 0, 2, 0, 0; greedy(size) returns the best prefix.
+SHARED_ERROR = [[2, 2, 0], [0, 1, 0], [0, 0, 3]]
+SHARED_ERROR_KEPT = {
+    1: [1, 0, 0],
+    2: [1, 0, 1],
+    3: [2, 0, 1],
+    4: [2, 0, 1],
+    5: [2, 0, 1],  # the last picks' counts, [3, 0, 2], are worse: the prefix is kept
+    6: [2, 0, 1],
+    7: [5, 0, 2],
+    8: [5, 0, 2],
+    9: [5, 0, 2],
+    10: [7, 0, 3],
+    11: [7, 0, 3],
+    12: [7, 0, 3],
+    13: [9, 0, 4],
+    14: [9, 0, 4],
+}
+
+# Independent errors with R = diag(1, 2, 100): the initialisation takes members 0 and 1
+# ((1 + 2)/4 = 3/4 < 1) and stops at member 2 ((1 + 2 + 100)/9 ≥ 3/4).
+#   pick 3: c=[1,1,0] → 0: 6/9, 1: 9/9, 2: 103/9 → member 0, [2,1,0], 2/3 (best)
+#   pick 4: → 0, [3,1,0], 11/16     pick 5: → 1, [3,2,0], 17/25   (both worse than 2/3)
+INDEPENDENT_ERROR = [[1, 0, 0], [0, 1, 0], [0, 1, 0], [0, 0, 10]]
+INDEPENDENT_ERROR_KEPT = {1: [1, 0, 0], 2: [1, 1, 0], 3: [2, 1, 0], 4: [2, 1, 0], 5: [2, 1, 0]}
+
+# Errors [0, 1, 0], [0, 1, 0], [1, 0, -2] give R = [[1, 0, -2], [0, 2, 0], [-2, 0, 4]]:
+# member 2's error is −2× member 0's. The initialisation takes all three, in sorted order:
+# +1: (1 + 2)/4 = 3/4 < 1; +2: (1 + 2 + 4 − 2·2)/9 = 1/3 < 3/4. (Picking greedily from the
+# start would pair 0 with 2 instead, (1 + 4 − 2·2)/4 = 1/4, and reach zero error at [2,0,1];
+# the initialisation's member 1 stays in for good.)
+#   pick 4: c=[1,1,1], Rc=[-1,2,2], cᵀRc=3 → 0: 2/16, 1: 9/16, 2: 11/16 → [2,1,1], 1/8 (best)
+#   pick 5: c=[2,1,1], Rc=[0,2,0], cᵀRc=2 → 0: 3/25, 1: 8/25, 2: 6/25 → [3,1,1], 3/25 (best)
+#   pick 6: c=[3,1,1], Rc=[1,2,-2], cᵀRc=3 → 0: 6/36, 1: 9/36, 2: 3/36 → [3,1,2], 1/12 (best)
+#   pick 7: c=[3,1,2], Rc=[-1,2,2], cᵀRc=3 → 0: 2/49, 1: 9/49, 2: 11/49 → [4,1,2], 2/49 (best)
+#   pick 8: c=[4,1,2], Rc=[0,2,0], cᵀRc=2 → 0: 3/64, 1: 8/64, 2: 6/64 → [5,1,2], 3/64 > 2/49
+#   pick 9: c=[5,1,2], Rc=[1,2,-2], cᵀRc=3 → 0: 6/81, 1: 9/81, 2: 3/81 → [5,1,3], 1/27 (best)
+ANTI_CORRELATED = [[0, 1, 0], [0, 1, 0], [1, 0, -2]]
+ANTI_CORRELATED_KEPT = {
+    1: [1, 0, 0],
+    2: [1, 1, 0],
+    3: [1, 1, 1],
+    4: [2, 1, 1],
+    5: [3, 1, 1],
+    6: [3, 1, 2],
+    7: [4, 1, 2],
+    8: [4, 1, 2],  # the eighth pick is worse: the prefix of seven is kept
+    9: [5, 1, 3],
+}
+
+# Errors [-1, -1, 0, 0], [0, 1, 2, 2], [1, 1, 0, -1] give R = [[2, 2, 0, -1],
+# [2, 3, 2, 1], [0, 2, 4, 4], [-1, 1, 4, 5]]. The initialisation stops at its first refusal:
+# +1: (2 + 3 + 2·2)/4 = 9/4 ≥ 2, so member 2 (which would have helped: (2 + 4)/4 = 3/2) is
+# never tried, and greedy pairs member 0 with the worst member alone, 3:
+#   pick 2: c=[1,0,0,0], Rc=[2,2,0,-1], cᵀRc=2 → 0: 8/4, 1: 9/4, 2: 6/4, 3: 5/4
+#           → [1,0,0,1], 5/4 (best)
+#   pick 3: c=[1,0,0,1], Rc=[1,3,4,4], cᵀRc=5 → 0: 9/9, 1: 14/9, 2: 17/9, 3: 18/9
+#           → [2,0,0,1], 1 (best)
+#   pick 4: c=[2,0,0,1], Rc=[3,5,4,3], cᵀRc=9 → 0: 17/16, 1: 22/16, 2: 21/16, 3: 20/16
+#           → [3,0,0,1], 17/16
+#   pick 5: → 3, [3,0,0,2], 26/25 (both worse than 1: the prefix of three is kept)
+FIRST_REFUSAL = [[-1, -1, 0, 0], [0, 1, 2, 2], [1, 1, 0, -1]]
+FIRST_REFUSAL_KEPT = {
+    1: [1, 0, 0, 0],
+    2: [1, 0, 0, 1],
+    3: [2, 0, 0, 1],
+    4: [2, 0, 0, 1],
+    5: [2, 0, 0, 1],
+}
+
+
+@pytest.mark.parametrize(
+    ("errors", "kept"),
+    [
+        (SHARED_ERROR, SHARED_ERROR_KEPT),
+        (INDEPENDENT_ERROR, INDEPENDENT_ERROR_KEPT),
+        (ANTI_CORRELATED, ANTI_CORRELATED_KEPT),
+        (FIRST_REFUSAL, FIRST_REFUSAL_KEPT),
+    ],
+    ids=["shared_error", "independent_error", "anti_correlated", "first_refusal"],
+)
+def test_greedy_picks_and_kept_prefix_by_hand(errors, kept):
+    stats = stats_with_errors(errors)
+    e = np.asarray(errors, dtype=np.float64)
+    np.testing.assert_array_equal(stats.error_products(), e.T @ e)  # exact, as the comments use
+    for size, counts in kept.items():
+        want = np.asarray(counts, dtype=np.float64) / sum(counts)
+        np.testing.assert_allclose(
+            greedy_weights(stats, size), want, rtol=0, atol=1e-12, err_msg=f"size={size}"
+        )
+    # fit_combination("greedy") uses the same weights.
+    size = max(kept)
+    np.testing.assert_allclose(
+        fit_combination("greedy", stats, size=size, shrink=False).weights,
+        np.asarray(kept[size]) / sum(kept[size]),
+        atol=1e-12,
+    )

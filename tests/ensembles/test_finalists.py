@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from eegtune.cli import main
+from eegtune.distributed.experiment import Experiment
 from eegtune.ensembles.finalists import retrain_config
-from eegtune.training.config import TrainConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -20,6 +20,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 def _oof(trial_dir: Path) -> pd.DataFrame:
     frames = [pd.read_parquet(trial_dir / f"fold{k}" / "oof.parquet") for k in (0, 1)]
     return pd.concat(frames).sort_values(["subject", "recording", "window_index"])
+
+
+def _pooled_nrmse(oof: pd.DataFrame) -> float:
+    """The challenge's NRMSE by hand: RMSE over every OOF row of both folds at once, divided
+    by the population (ddof=0) standard deviation of those rows' targets."""
+    y = oof["target"].to_numpy(dtype=np.float64)
+    p = oof["prediction"].to_numpy(dtype=np.float64)
+    return float(np.sqrt(np.mean((y - p) ** 2)) / np.sqrt(np.mean((y - y.mean()) ** 2)))
 
 
 @pytest.mark.timeout(600)
@@ -52,20 +60,38 @@ def test_seeds_retrain_the_top_trial_on_the_same_folds_and_resume(
     assert not np.allclose(retrained["prediction"], original["prediction"])
     config = json.loads((run / "config.json").read_text())
     assert config["seed"] == 1 and config["split_seed"] == 0
+
+    # The seed spread recomputed from the OOF files alone: each seed's pooled NRMSE (the
+    # trial's own run is seed 0, the finalist seed 1), then their std across seeds (ddof=1).
+    by_hand = [_pooled_nrmse(original), _pooled_nrmse(retrained)]
+    assert spread["oof_nrmse"] == pytest.approx(by_hand, rel=1e-9, abs=1e-12)
+    want_std = float(np.std(by_hand, ddof=1))
+    assert want_std == pytest.approx(abs(by_hand[0] - by_hand[1]) / np.sqrt(2), rel=1e-12)
+    assert spread["std"] == pytest.approx(want_std, rel=1e-9, abs=1e-12)
+    assert f"seed spread {trial}: std {want_std:.4f} over seeds [0, 1]" in printed
+    # --top-k 1 retrained the trial with the lowest pooled OOF NRMSE.
+    trials = sorted(p for p in (exp / "folds").iterdir() if p.is_dir())
+    assert by_hand[0] == pytest.approx(min(_pooled_nrmse(_oof(t)) for t in trials), rel=1e-12)
     # The trial's own recipe, saved complete with the trial, not the pre-groups default.
     assert config["decay_norms_and_biases"] is False
 
     # A rerun finds the finalist trained and does not train it again.
     mtime = (run / "fold0" / "checkpoint.pt").stat().st_mtime_ns
     assert main(argv) == 0
-    assert "already trained" in capsys.readouterr().out
+    assert "already trained" in capsys.readouterr().err  # a log line: stderr
     assert (run / "fold0" / "checkpoint.pt").stat().st_mtime_ns == mtime
+    again = json.loads((tmp_path / "ens" / "ensemble.json").read_text())["seeds"]["spread"]
+    assert again[trial]["oof_nrmse"] == pytest.approx(by_hand, rel=1e-9, abs=1e-12)
+    assert again[trial]["std"] == pytest.approx(want_std, rel=1e-9, abs=1e-12)
 
 
-def test_a_config_saved_before_the_decay_rule_retrains_with_the_recipe_it_had():
-    old = {"model": "softargmax_tcn", "lr": 1e-3, "seed": 0}  # no decay_norms_and_biases
-    config = retrain_config(old, seed=2, split_seed=0, out_dir="o")
-    assert config["decay_norms_and_biases"] is True and config["seed"] == 2
-    assert TrainConfig.from_flat(config).decay_norms_and_biases is True
-    new = {**old, "decay_norms_and_biases": False}
-    assert retrain_config(new, seed=2, split_seed=0, out_dir="o")["decay_norms_and_biases"] is False
+def test_a_config_saved_before_the_decay_rule_retrains_with_the_recipe_it_had(tmp_path):
+    exp = Experiment(str(tmp_path), tmp_path, {"seed": 0})
+    # A trial's saved config from before the setting existed: no decay_norms_and_biases.
+    old = {"store": "s", "challenge": 1, "out_dir": "x", "model": "softargmax_tcn", "lr": 1e-3}
+    job, hp = retrain_config({**old, "seed": 0}, seed=2, exp=exp, out_dir="o")
+    assert hp.decay_norms_and_biases is True and hp.seed == 2
+    assert job.split_seed == 0 and job.out_dir == "o"
+    new = {**old, "seed": 0, "decay_norms_and_biases": False}
+    _, hp = retrain_config(new, seed=2, exp=exp, out_dir="o")
+    assert hp.decay_norms_and_biases is False

@@ -286,3 +286,52 @@ def test_guard_judges_the_best_single_trial_by_its_nested_choice():
     )
     _, shipped, message = guarded(scores, "weighted", 30, float(rows.target.mean()))
     assert shipped == "mean predictor" and "mean predictor" in message
+
+
+def test_score_methods_intervals_are_the_subject_bootstrap_against_the_best_single_trial():
+    # Members 1 and 2 are close, so choosing the best trial fold by fold (the guard's
+    # figure) differs from the trial with the lowest pooled NRMSE: the test can tell the
+    # right baseline from the plausible wrong ones.
+    noise = (1.5, 0.62, 0.6, 0.61, 2.0)
+    rows = make_rows(noise=noise, seed=23)
+    n_boot, seed = 400, 7
+    scores = score_methods(rows, METHODS, top_k=2, size=8, n_boot=n_boot, seed=seed)
+    y = rows.target
+
+    # The baseline: the trial with the lowest pooled OOF NRMSE, its OOF predictions as they are.
+    member = [by_hand_nrmse(y, rows.preds[:, m].astype(np.float64)) for m in range(len(noise))]
+    best = int(np.argmin(member))
+    assert scores.best_single == best
+    baseline = rows.preds[:, best].astype(np.float64)
+    boot = SubjectBootstrap(rows.subject, y, n_boot, seed)
+
+    chosen_nested = np.empty(len(y))  # the best trial chosen on the other folds
+    for f in np.unique(rows.fold):
+        train, test = rows.fold != f, rows.fold == f
+        sse = ((rows.preds[train].astype(float) - y[train, None]) ** 2).sum(axis=0)
+        chosen_nested[test] = rows.preds[test, int(sse.argmin())]
+    assert not np.array_equal(chosen_nested, baseline), "the wrong baseline must differ"
+    wrong_baselines = {
+        "chosen nested": chosen_nested,
+        "member 0": rows.preds[:, 0].astype(np.float64),
+        "runner-up": rows.preds[:, int(np.argsort(member)[1])].astype(np.float64),
+        "mean": np.full(len(y), y.mean()),
+    }
+
+    for method, score in scores.methods.items():
+        nested, _ = nested_predictions(rows, method, top_k=2, size=8)
+        want = boot.gain_interval(nested, baseline)
+        assert score.gain_interval == pytest.approx(want, rel=1e-12, abs=1e-15), method
+        assert score.nested_interval == pytest.approx(boot.interval(nested), rel=1e-12), method
+        # The point gain lies inside its interval, and the interval is not degenerate.
+        assert score.gain_interval[0] <= score.gain <= score.gain_interval[1], method
+        assert score.gain_interval[0] < score.gain_interval[1], method
+        for name, wrong in wrong_baselines.items():
+            other = boot.gain_interval(nested, wrong)
+            assert not np.allclose(score.gain_interval, other, rtol=1e-6), (method, name)
+        # The resamples are the ones of this seed: another seed gives another interval.
+        assert not np.allclose(
+            score.gain_interval,
+            SubjectBootstrap(rows.subject, y, n_boot, seed + 1).gain_interval(nested, baseline),
+            rtol=1e-6,
+        ), method

@@ -1,5 +1,9 @@
 """The report page as a browser shows it: a real report rendered in headless Chromium.
 
+Every figure the experiment allows is drawn and shown at its own size, and no text or
+image of the laid-out page overlaps another. Text inside a figure's PNG is past the
+browser's reach: test_report.py checks it in matplotlib before the figure is saved.
+
 Playwright drives Debian's ``chromium`` (never a browser Playwright downloads, so there is
 nothing to fetch at test time); the test skips, naming what is missing, without either.
 
@@ -83,8 +87,29 @@ FIGURES_JS = """() => [...document.querySelectorAll('figure[data-figure]')].map(
         naturalWidth: img ? img.naturalWidth : null,
         imgWidth: imgBox ? imgBox.width : null,
         imgHeight: imgBox ? imgBox.height : null,
+        note: f.querySelector('.note')?.textContent ?? null,
     };
 })"""
+# Pairs of text-bearing elements (and images) whose boxes overlap, as laid out: what the
+# browser can tell of text running into text. An element and one inside it are no pair;
+# table cells share their collapsed border, so boxes must cross by over a pixel each way.
+OVERLAPS_JS = """() => {
+    const boxes = [...document.querySelectorAll(
+        'h1, h2, h3, p, dt, dd, th, td, figcaption, img'
+    )].map(e => ({e, r: e.getBoundingClientRect()})).filter(b => b.r.width && b.r.height);
+    const name = e => `${e.tagName.toLowerCase()} "${(e.alt || e.textContent).slice(0, 50)}"`;
+    const found = [];
+    for (let i = 0; i < boxes.length; i++) {
+        for (let j = i + 1; j < boxes.length; j++) {
+            const [a, b] = [boxes[i], boxes[j]];
+            if (a.e.contains(b.e) || b.e.contains(a.e)) continue;
+            const w = Math.min(a.r.right, b.r.right) - Math.max(a.r.left, b.r.left);
+            const h = Math.min(a.r.bottom, b.r.bottom) - Math.max(a.r.top, b.r.top);
+            if (w > 1 && h > 1) found.push(`${name(a.e)} overlaps ${name(b.e)}`);
+        }
+    }
+    return found;
+}"""
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -139,6 +164,7 @@ def test_report_renders_in_chromium_with_every_figure(finished_experiment, tmp_p
             page.on("request", lambda req: requests.append(req.url))
             page.goto(report.resolve().as_uri(), wait_until="load")
             figures: list[dict[str, Any]] = page.evaluate(FIGURES_JS)
+            overlaps: list[str] = page.evaluate(OVERLAPS_JS)
             page.screenshot(path=str(shot), full_page=True)
             if target := os.environ.get("EEGTUNE_REPORT_SCREENSHOT"):
                 _screenshot_for_readme(page, Path(target))
@@ -149,16 +175,44 @@ def test_report_renders_in_chromium_with_every_figure(finished_experiment, tmp_p
     # The page promises to be self-contained: the only load is the file itself.
     assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
 
-    keys = {f["key"] for f in figures}
+    assert overlaps == []
+    by_key = {f["key"]: f for f in figures}
     name = finished_experiment.name
     expected = {f"{name}-{k}" for k in EXPERIMENT_FIGURES} | {f"ensemble-{ens.name}"}
-    assert expected <= keys, f"missing figures: {sorted(expected - keys)}"
+    assert expected <= by_key.keys(), f"missing figures: {sorted(expected - by_key.keys())}"
+    # This experiment has everything every figure needs: a note in place of any is a fault.
+    notes = {k: by_key[k]["note"] for k in sorted(expected) if not by_key[k]["drawn"]}
+    assert notes == {}, f"figures not drawn: {notes}"
     for f in figures:
         assert f["width"] > 0 and f["height"] > 0, f"{f['key']} has no box: {f}"
-        if f["drawn"]:
-            assert f["naturalWidth"], f"{f['key']}'s image did not decode: {f}"
-            assert f["imgWidth"] > 0 and f["imgHeight"] > 0, f"{f['key']} image not shown: {f}"
+    for f in (by_key[k] for k in sorted(expected)):
+        assert f["naturalWidth"], f"{f['key']}'s image did not decode: {f}"
+        assert f["imgWidth"] > 0 and f["imgHeight"] > 0, f"{f['key']} image not shown: {f}"
+        # Shown at the size it was drawn: scaled down, its text shrinks past reading.
+        assert f["imgWidth"] >= f["naturalWidth"] - 1, f"{f['key']} is shrunk to fit: {f}"
 
     width, _ = _png_size(shot)
     assert shot.stat().st_size > 20_000, "the screenshot is near blank"
     assert width >= 800
+
+
+def test_the_overlap_check_sees_text_laid_over_text():
+    """OVERLAPS_JS can fail: a caption pulled up over a table's cells is reported, the same
+    page laid out normally is not."""
+    table = (
+        "<table><tr><th>method</th><th>nested NRMSE</th></tr>"
+        "<tr><td>mean</td><td>0.9871</td></tr></table>"
+    )
+    caption = "<p{}>a caption under the table</p>"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": WIDTH, "height": 900})
+            page.set_content(table + caption.format(""))
+            clean = page.evaluate(OVERLAPS_JS)
+            page.set_content(table + caption.format(' style="margin-top: -2.5em"'))
+            pulled_up = page.evaluate(OVERLAPS_JS)
+        finally:
+            browser.close()
+    assert clean == []
+    assert any('p "a caption under the table"' in o for o in pulled_up), pulled_up

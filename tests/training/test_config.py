@@ -71,3 +71,25 @@ def test_overrides_reach_group_multipliers():
 def test_bad_group_rates_are_refused(settings):
     with pytest.raises(ValueError, match=r"lr_mult\.head|warmup_epochs"):
         TrainConfig(**settings)
+
+
+def test_a_flat_config_parses_back_to_its_two_halves_and_unknown_keys_are_refused():
+    from eegtune.errors import ConfigError
+    from eegtune.training.config import make_config, parse_config
+
+    job = FoldJob(store="s", challenge=2, out_dir="o", fold=1, n_folds=3, checkpoint_every=5.0)
+    hp = TrainConfig(model="eegnex", model_params={"drop_prob": 0.3}, lr_mult={"head": 2.0})
+    flat = make_config(job, hp)
+    assert parse_config(flat) == (job, hp)
+    assert parse_config({**flat, "workers_per_fold": 2}) == (job, hp)  # a transport key
+    # A typo, or a setting renamed since, is refused instead of silently dropped.
+    with pytest.raises(ConfigError, match=r"\['patiense'\]"):
+        parse_config({**flat, "patiense": 3})
+
+
+def test_a_model_hyperparameter_the_model_refuses_is_a_config_error():
+    from eegtune.errors import ConfigError
+    from eegtune.training.train_func import build_model
+
+    with pytest.raises(ConfigError, match="softargmax_tcn"):
+        build_model(TrainConfig(model="softargmax_tcn", model_params={"n_filters": -4}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 
 import pandas as pd
 import pytest
@@ -213,3 +214,69 @@ def test_a_fold_with_warmup_resumes_to_the_uninterrupted_weights(prepared_store,
     resumed, _, _ = _train(prepared_store, tmp_path / "cut", resumed_reporter, warmup_epochs=1.0)
     assert [m["epoch"] for m in resumed_reporter.history if "train_loss" in m] == [1]
     pd.testing.assert_frame_equal(whole, resumed, check_exact=True)
+
+
+class _StateRecorder(LocalReporter):
+    """Keeps, beside each epoch's report, the rates its optimiser's groups hold then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.group_rates: list[dict[str, float]] = []
+
+    def report(self, metrics, checkpoint_dir=None, state=None) -> None:
+        super().report(metrics, checkpoint_dir, state)
+        if state is not None:
+            groups = state.optimizer["param_groups"]
+            self.group_rates.append({g["name"]: g["lr"] for g in groups})
+
+
+def _formula_rate(lr: float, steps: int, steps_per_epoch: int, epochs: int, warmup_epochs: float):
+    """README's schedule, written out: a linear warm-up over round(warmup_epochs × steps per
+    epoch) steps (at most half the run) from lr/warm-up steps to lr, then a cosine from lr
+    to 0 over the remaining steps; this is the base rate once ``steps`` steps are done."""
+    total = epochs * steps_per_epoch
+    warm = min(round(warmup_epochs * steps_per_epoch), total // 2)
+    if steps < warm:
+        return lr * (steps + 1) / warm
+    return lr * 0.5 * (1.0 + math.cos(math.pi * (steps - warm) / (total - warm)))
+
+
+@pytest.mark.parametrize(
+    ("epochs", "warmup_epochs"),
+    [(4, 1.5), (3, 5.0)],  # the second asks for more warm-up than half the run allows
+    ids=["warmup", "warmup_capped"],
+)
+def test_the_reported_lr_is_the_formulas_base_rate_every_epoch(
+    prepared_store, tmp_path, epochs, warmup_epochs
+):
+    lr, mult, batch = 2e-3, {"attention": 0.3, "head": 3.0}, 16
+    job = FoldJob(store=str(prepared_store), challenge=1, out_dir=str(tmp_path), fold=0, n_folds=3)
+    hp = _hp(
+        lr=lr,
+        lr_mult=mult,
+        warmup_epochs=warmup_epochs,
+        max_epochs=epochs,
+        patience=epochs,
+        batch_size=batch,
+    )
+    reporter = _StateRecorder()
+    with reporting_to(reporter):
+        summary = train_func(make_config(job, hp))
+    steps_per_epoch = math.ceil(summary["n_fit_windows"] / batch)
+    assert steps_per_epoch >= 3  # enough steps that a wrong step count shows
+
+    epochs_reported = [m for m in reporter.history if "lr" in m]
+    assert [m["epoch"] for m in epochs_reported] == list(range(epochs))
+    assert len(reporter.group_rates) == epochs
+    for m, rates in zip(epochs_reported, reporter.group_rates, strict=True):
+        steps = (m["epoch"] + 1) * steps_per_epoch
+        want = _formula_rate(lr, steps, steps_per_epoch, epochs, warmup_epochs)
+        # The report's lr is the base rate (the front end's, multiplier 1), not a group's.
+        assert m["lr"] == pytest.approx(want, rel=1e-9, abs=1e-15), m["epoch"]
+        # ... and it is the rate the optimiser really holds then, times each multiplier.
+        for name, rate in rates.items():
+            group = name.removesuffix(".no_decay")
+            assert rate == pytest.approx(want * mult.get(group, 1.0), rel=1e-9, abs=1e-15), name
+    # The run ends annealed to 0, and the rates in between are not all the peak.
+    assert epochs_reported[-1]["lr"] == pytest.approx(0.0, abs=1e-15)
+    assert len({round(m["lr"] / lr, 9) for m in epochs_reported}) == epochs

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from eegtune.data.bids import PARTICIPANT_COLUMNS, SCORE_COLUMNS, TASK_COLUMNS, atomic_write_text
+from eegtune import storage
+from eegtune.data.bids import PARTICIPANT_COLUMNS, SCORE_COLUMNS, TASK_COLUMNS
 from eegtune.data.synthetic import events as ev
 from eegtune.data.synthetic import oracle as orc
 from eegtune.data.synthetic.signals import (
@@ -29,6 +30,7 @@ from eegtune.data.synthetic.signals import (
 from eegtune.data.synthetic.skeleton import SkeletonSubject, read_skeleton
 from eegtune.data.synthetic.writers import write_recording
 from eegtune.data.trials import scored_trials
+from eegtune.errors import ConfigError
 
 CCD = "contrastChangeDetection"
 REST = "RestingState"
@@ -64,11 +66,11 @@ class SynthOptions:
 
     def __post_init__(self) -> None:
         if self.sfreq not in (100, 500):
-            raise ValueError(f"--sfreq must be 100 or 500, got {self.sfreq}")
+            raise ConfigError(f"--sfreq must be 100 or 500, got {self.sfreq}")
         if self.fmt not in ("bdf", "set"):
-            raise ValueError(f"--format must be bdf or set, got {self.fmt!r}")
+            raise ConfigError(f"--format must be bdf or set, got {self.fmt!r}")
         if self.n_subjects is not None and self.n_subjects < 1:
-            raise ValueError("--subjects must be at least 1")
+            raise ConfigError("--subjects must be at least 1")
 
 
 @dataclass
@@ -288,7 +290,7 @@ def synthesize(opts: SynthOptions, progress: bool = True) -> dict:
         },
         "subjects": oracle_subjects,
     }
-    atomic_write_text(out / "oracle.json", json.dumps(oracle, indent=2))
+    storage.write_text(out / "oracle.json", json.dumps(oracle, indent=2))
     return oracle
 
 
@@ -301,15 +303,15 @@ def _write_dataset_files(root: Path, subjects: list[PlannedSubject], opts: Synth
             row[col] = "available" if (task, run) in available else "unavailable"
         rows.append(row)
     table = pd.DataFrame(rows).sort_values("participant_id")
-    atomic_write_text(root / "participants.tsv", table.to_csv(sep="\t", index=False, na_rep="n/a"))
+    storage.write_text(root / "participants.tsv", table.to_csv(sep="\t", index=False, na_rep="n/a"))
     description = {
         "Name": f"eegtune synthetic HBN-shaped data ({root.name})",
         "BIDSVersion": "1.9.0",
         "DatasetType": "raw",
         "GeneratedBy": [{"Name": "eegtune synth", "Description": f"seed {opts.seed}"}],
     }
-    atomic_write_text(root / "dataset_description.json", json.dumps(description, indent=2))
-    atomic_write_text(
+    storage.write_text(root / "dataset_description.json", json.dumps(description, indent=2))
+    storage.write_text(
         root / "README",
         "Synthetic EEG shaped like the HBN-EEG releases, written by `eegtune synth`.\n"
         "Not real data. The latent truth is in ../oracle.json.\n",

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from eegtune import storage
 from eegtune.data.bdf import write_bdf
-from eegtune.data.bids import atomic_write_text, recording_stem
+from eegtune.data.bids import recording_stem
 from eegtune.data.signal import CHANNELS
 
 
@@ -53,11 +54,11 @@ def write_recording(
             c for c in table.columns if c not in ("onset", "duration", "sample")
         ]
         table = table[cols]
-    atomic_write_text(
+    storage.write_text(
         eeg_dir / f"{stem}_events.tsv", table.to_csv(sep="\t", index=False, na_rep="n/a")
     )
     channels = pd.DataFrame({"name": CHANNELS, "type": "EEG", "units": "uV"})
-    atomic_write_text(eeg_dir / f"{stem}_channels.tsv", channels.to_csv(sep="\t", index=False))
+    storage.write_text(eeg_dir / f"{stem}_channels.tsv", channels.to_csv(sep="\t", index=False))
     sidecar = {
         "TaskName": task,
         "SamplingFrequency": sfreq,
@@ -68,5 +69,5 @@ def write_recording(
         "PowerLineFrequency": 60,
         "SoftwareFilters": "n/a",
     }
-    atomic_write_text(eeg_dir / f"{stem}_eeg.json", json.dumps(sidecar, indent=2))
+    storage.write_text(eeg_dir / f"{stem}_eeg.json", json.dumps(sidecar, indent=2))
     return signal_path

@@ -1,0 +1,61 @@
+"""The experiment's durable study: interrupted trials closed, and the results table read
+from the study and each trial's saved out-of-fold figures."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pandas as pd
+
+from eegtune.distributed.experiment import JOURNAL, TuneJob
+from eegtune.distributed.study import (
+    TRIAL_ID_ATTR,
+    close_interrupted,
+    finished_trials,
+    results_table,
+    study_storage,
+)
+from eegtune.training.run_files import OOF, OOF_SCORES
+
+
+def _exp(tmp_path):
+    job = TuneJob("s", 1, "softargmax_tcn", 1, 2, "x", str(tmp_path))
+    job.experiment_dir.mkdir(parents=True)
+    return job.experiment()
+
+
+def test_interrupted_trials_are_closed_before_resuming(tmp_path):
+    exp = _exp(tmp_path)
+    study = optuna.create_study(study_name="x", storage=study_storage(exp))
+    study.ask()  # a trial the killed driver never finished
+    done = study.ask()
+    study.tell(done, 0.9)
+    close_interrupted(exp)
+    states = [t.state for t in optuna.load_study(study_name="x", storage=study_storage(exp)).trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    assert (exp.path / JOURNAL).exists() and finished_trials(exp) == 1
+
+
+def test_results_table_reads_each_trials_saved_scores_and_marks_stopped_trials(tmp_path):
+    exp = _exp(tmp_path)
+    study = optuna.create_study(study_name="x", storage=study_storage(exp))
+    for trial_id, value in (("stopped1", 1.05), ("done1", 0.8)):
+        trial = study.ask()
+        trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+        trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
+        study.tell(trial, value)
+    run = exp.path / "folds" / "done1"
+    for k in (0, 1):
+        (run / f"fold{k}").mkdir(parents=True)
+        frame = pd.DataFrame({"target": [0.0, 1.0], "prediction": [0.5, 0.5], "fold": k})
+        frame.to_parquet(run / f"fold{k}" / OOF)
+    # Scored once when the trial ended; the table reads that, not the Parquet files.
+    scores = {"oof_nrmse": 0.77, "fold_oof_nrmse": [0.7, 0.8], "n_rows": 4, "n_folds": 2}
+    (run / OOF_SCORES).write_text(json.dumps(scores))
+    table = results_table(exp)
+    assert list(table["status"]) == ["COMPLETE", "STOPPED"]  # best val first
+    assert table.loc[0, "oof_nrmse"] == 0.77 and table.loc[0, "fold_oof_nrmse"] == [0.7, 0.8]
+    # ASHA stopped it: Optuna holds its last value, no folds exist.
+    assert table.loc[1, "val_nrmse"] == 1.05 and pd.isna(table.loc[1, "oof_nrmse"])
+    assert table.loc[1, "trial_dir"] == str(exp.path / "folds" / "stopped1")

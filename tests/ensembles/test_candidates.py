@@ -1,0 +1,69 @@
+"""An ensemble's candidates: experiments pooled only over the same folds, members' OOF rows
+lined up or refused, and a member's missing files named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from eegtune.distributed.experiment import Experiment
+from eegtune.ensembles.candidates import Candidate, check_same_folds, oof_rows
+from eegtune.ensembles.errors import EnsembleError
+from eegtune.training.run_files import OOF
+
+
+def _exp(path: Path, **settings) -> Experiment:
+    return Experiment(str(path), path, {"challenge": 1, "n_folds": 2, "seed": 0, **settings})
+
+
+def _member(tmp_path: Path, name: str, rows: pd.DataFrame, shift: float) -> Candidate:
+    run = tmp_path / name
+    for k, part in rows.groupby("fold"):
+        (run / f"fold{k}").mkdir(parents=True)
+        part.assign(prediction=part["target"] + shift).to_parquet(run / f"fold{k}" / OOF)
+    return Candidate("e", int(shift * 10), 0, run, 2, 0.5, {})
+
+
+def _rows(n: int = 8) -> pd.DataFrame:
+    return pd.DataFrame({
+        "subject": [f"s{i % 4}" for i in range(n)], "recording": "r", "window_index": range(n),
+        "release": "R1", "target": np.linspace(0.3, 1.0, n), "fold": [i % 2 for i in range(n)],
+    })  # fmt: skip
+
+
+def test_experiments_on_other_folds_or_another_challenge_are_refused(tmp_path):
+    a = _exp(tmp_path / "a")
+    check_same_folds([a, _exp(tmp_path / "b")], challenge=1)
+    with pytest.raises(EnsembleError, match="n_folds 2 vs 3"):
+        check_same_folds([a, _exp(tmp_path / "b", n_folds=3)], challenge=1)
+    with pytest.raises(EnsembleError, match="seed 0 vs 1"):
+        check_same_folds([a, _exp(tmp_path / "b", seed=1)], challenge=1)
+    with pytest.raises(EnsembleError, match="Challenge 1 experiment, not Challenge 2"):
+        check_same_folds([a], challenge=2)
+
+
+def test_members_oof_rows_are_lined_up_by_window(tmp_path):
+    rows = _rows()
+    first, second = _member(tmp_path, "m1", rows, 0.1), _member(tmp_path, "m2", rows, 0.2)
+    lined, ids = oof_rows([first, second])
+    order = ids.index.to_numpy()
+    assert np.allclose(lined.preds[:, 1] - lined.preds[:, 0], 0.1)
+    assert np.array_equal(lined.target, ids["target"].to_numpy())
+    assert list(ids.columns) == ["subject", "recording", "window_index", "release", "target",
+                                 "fold"] and len(order) == len(rows)  # fmt: skip
+
+
+def test_a_member_trained_on_other_folds_is_refused(tmp_path):
+    rows = _rows()
+    moved = rows.assign(fold=1 - rows["fold"])  # every window in the other fold
+    with pytest.raises(EnsembleError, match="different out-of-fold rows"):
+        oof_rows([_member(tmp_path, "m1", rows, 0.1), _member(tmp_path, "m2", moved, 0.2)])
+
+
+def test_a_members_missing_checkpoint_is_named(tmp_path):
+    member = _member(tmp_path, "m1", _rows(), 0.1)
+    with pytest.raises(EnsembleError, match=r"fold0/checkpoint\.pt"):
+        member.checkpoints()
