@@ -8,6 +8,7 @@ from pathlib import Path
 
 from eegtune import storage
 from eegtune.ensembles.combiners import METHODS
+from eegtune.ensembles.nested import AUTO
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
@@ -20,6 +21,8 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         method=args.method,
         top_k=args.top_k,
         size=args.size,
+        max_models=args.max_models,
+        refit=args.refit,
         seeds=args.seeds,
     )
     if req.seeds:
@@ -80,9 +83,26 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="a tune experiment: its folder or storage URI (repeatable)",
     )
     p.add_argument("--challenge", choices=("1", "2"), required=True)
-    p.add_argument("--method", choices=METHODS, default="greedy")
+    p.add_argument(
+        "--method",
+        choices=(AUTO, *METHODS),
+        default=AUTO,
+        help="auto: the method with the lowest nested NRMSE, with the guard after it",
+    )
     p.add_argument("--top-k", type=int, default=5, help="trials in `mean`; trials --seeds retrains")
     p.add_argument("--size", type=int, default=25, help="picks of `greedy`, with replacement")
+    p.add_argument(
+        "--max-models",
+        type=int,
+        help="greedy's distinct members at most: each costs its fold models at inference "
+        "(default: no limit)",
+    )
+    p.add_argument(
+        "--refit",
+        action="store_true",
+        help="ship each member as one model trained on every subject for the epochs its "
+        "folds chose (one forward pass instead of K); scored by its fold models",
+    )
     p.add_argument("--seeds", type=int, default=0, help="retrain the top-k with N new seeds (Ray)")
     p.add_argument("--address", help="with --seeds: a Ray cluster (default: a local Ray)")
     p.add_argument("--num-cpus", type=int, help="with --seeds: CPUs for a local Ray")

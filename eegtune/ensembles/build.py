@@ -28,8 +28,9 @@ from eegtune.ensembles.candidates import (
 from eegtune.ensembles.combiners import METHODS
 from eegtune.ensembles.errors import EnsembleError
 from eegtune.ensembles.finalists import retrain_with_seeds, seed_spread
-from eegtune.ensembles.nested import N_BOOT, Scores, guarded, score_methods
+from eegtune.ensembles.nested import AUTO, N_BOOT, Scores, choose_method, guarded, score_methods
 from eegtune.ensembles.predictor import write_ensemble
+from eegtune.ensembles.refit import refit_member
 from eegtune.ensembles.remote import publish_ensemble
 
 logger = logging.getLogger(__name__)
@@ -40,22 +41,26 @@ class EnsembleRequest:
     experiments: tuple[str, ...]
     challenge: int
     out: str
-    method: str = "greedy"
+    method: str = AUTO  # or one of METHODS
     top_k: int = 5  # members of `mean`; also the trials `seeds` retrains
     size: int = 25  # picks of `greedy` (with replacement)
+    max_models: int | None = None  # greedy's distinct members, at most (inference cost)
     seeds: int = 0  # new seeds per top trial (needs a running Ray)
+    refit: bool = False  # each shipped member as one model trained on every subject
     n_boot: int = N_BOOT
 
     def __post_init__(self) -> None:
         if not self.experiments:
             raise EnsembleError("give at least one --experiment")
-        if self.method not in METHODS:
-            raise EnsembleError(f"--method must be one of {METHODS}, got {self.method!r}")
+        if self.method not in (AUTO, *METHODS):
+            raise EnsembleError(f"--method must be {AUTO} or one of {METHODS}, got {self.method!r}")
         if self.top_k < 1 or self.size < 1 or self.seeds < 0 or self.n_boot < 1000:
             raise EnsembleError(
                 "--top-k and --size must be at least 1, --seeds at least 0, and the "
                 "bootstrap at least 1000 resamples"
             )
+        if self.max_models is not None and self.max_models < 1:
+            raise EnsembleError(f"--max-models must be at least 1, got {self.max_models}")
 
 
 @dataclass
@@ -64,6 +69,8 @@ class EnsembleResult:
     candidates: list[Candidate]
     shipped: str  # the method, or the fallback the guard chose
     guard: str  # the guard's one line, empty when the method shipped
+    method: str = ""  # the method chosen (auto's pick, or the one asked for)
+    why: str = ""  # auto's one line
     description: dict[str, Any] = field(default_factory=dict)
 
 
@@ -88,19 +95,31 @@ def build_ensemble(
         f"its {experiments[0].n_folds} fold models"
     )
     rows, _ = oof_rows(candidates)
-    scores = score_methods(rows, METHODS, req.top_k, req.size, req.n_boot, experiments[0].seed)
+    scores = score_methods(
+        rows, METHODS, req.top_k, req.size, req.n_boot, experiments[0].seed, req.max_models
+    )
     centre = float(rows.target.mean())
-    comb, shipped, guard = guarded(scores, req.method, len(candidates), centre)
+    method, why = choose_method(scores, req.method)
+    if why:
+        log(why)
+    comb, shipped, guard = guarded(scores, method, len(candidates), centre)
     used = [int(i) for i in comb.members]
     members = [
         {**candidates[i].to_dict(), "label": candidates[i].label, "weight": float(comb.weights[i])}
         for i in used
     ]
     checkpoints = [candidates[i].checkpoints() for i in used]
+    if req.refit:
+        by_name = {exp.name: exp for exp in experiments}
+        checkpoints = [
+            [refit_member(candidates[i], by_name[candidates[i].experiment], log)] for i in used
+        ]
     spread = seed_spread(candidates)
     description = {
         "challenge": req.challenge,
-        "method": req.method,
+        "method": method,
+        "asked": req.method,
+        "why": why,
         "shipped": shipped,
         "guard": guard,
         "experiments": [str(e.path) for e in experiments],
@@ -115,6 +134,9 @@ def build_ensemble(
         "n_subjects": len(np.unique(rows.subject)),
         "top_k": req.top_k,
         "size": req.size,
+        "max_models": req.max_models,
+        # Refit members hold no rows out: every score here is the fold models' (nested).
+        "refit": req.refit,
         "n_boot": req.n_boot,
         "scores": scores_table(scores, candidates),
         "seeds": {"per_trial": req.seeds, "spread": spread},
@@ -125,7 +147,9 @@ def build_ensemble(
         publish_ensemble(local, storage.normalize(req.out))
     else:
         write_ensemble(Path(req.out), description, checkpoints)
-    return EnsembleResult(scores, candidates, shipped, guard, description)
+    return EnsembleResult(
+        scores, candidates, shipped, guard, method=method, why=why, description=description
+    )
 
 
 def scores_table(scores: Scores, candidates: list[Candidate]) -> dict[str, Any]:
@@ -188,6 +212,8 @@ def format_report(result: EnsembleResult) -> str:
             f"{chosen.method}'s gain over the best single trial has a 95% interval that "
             f"includes 0: on these subjects it is not distinguishable from that trial"
         )
+    if result.why:
+        lines.append(result.why)
     if result.guard:
         lines.append(result.guard)
     desc = result.description
@@ -195,4 +221,10 @@ def format_report(result: EnsembleResult) -> str:
         f"shipped: {desc['shipped']}, {len(desc['members'])} member(s), "
         f"alpha {desc['alpha']:.3f}, centre {desc['centre']:.4f}"
     )
+    if desc.get("refit") and desc["members"]:
+        lines.append(
+            f"refit: each member is one model trained on every subject instead of its "
+            f"{desc['n_folds']} fold models; the scores above are the fold models' nested "
+            f"out-of-fold scores (a refit model has no held-out rows of its own)"
+        )
     return "\n".join(lines)

@@ -98,12 +98,17 @@ class Combination:
 
 
 def fit_combination(
-    method: str, stats: FitStats, top_k: int = 5, size: int = 25, shrink: bool = True
+    method: str,
+    stats: FitStats,
+    top_k: int = 5,
+    size: int = 25,
+    shrink: bool = True,
+    max_models: int | None = None,
 ) -> Combination:
     """Fit ``method``'s weights, then the shrinkage α, on ``stats`` alone."""
     if method not in COMBINERS:
         raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
-    weights = COMBINERS[method](stats, top_k=top_k, size=size)
+    weights = COMBINERS[method](stats, top_k=top_k, size=size, max_models=max_models)
     alpha = fit_shrinkage(stats, weights) if shrink else 1.0
     return Combination(weights, alpha, stats.mean)
 
@@ -155,21 +160,26 @@ def nnls_weights(stats: FitStats) -> np.ndarray:
     return w / w.sum()
 
 
-def greedy_weights(stats: FitStats, size: int) -> np.ndarray:
+def greedy_weights(stats: FitStats, size: int, max_models: int | None = None) -> np.ndarray:
     """Caruana et al. (2004) ensemble selection with replacement.
 
     Sorted initialisation (the best members, while their plain mean keeps improving, at
     most :data:`GREEDY_INIT_MAX`), then the member whose addition most lowers the squared
     error, until ``size`` picks; the prefix of picks with the lowest error is kept.
+    ``max_models``: at most this many distinct members (each costs its fold models'
+    forward passes at inference); once reached, picks only re-weight the chosen ones.
     """
     if size < 1:
         raise ConfigError(f"size must be at least 1, got {size}")
+    if max_models is not None and max_models < 1:
+        raise ConfigError(f"max_models must be at least 1, got {max_models}")
+    budget = len(stats.s) if max_models is None else max_models
     r = stats.error_products()
     order = np.argsort(np.diag(r), kind="stable")
     counts = np.zeros(len(r))
     counts[order[0]] = 1.0
     sse = r[order[0], order[0]]
-    for m in order[1 : min(GREEDY_INIT_MAX, size)]:
+    for m in order[1 : min(GREEDY_INIT_MAX, size, budget)]:
         trial = counts.copy()
         trial[m] += 1
         trial_sse = trial @ r @ trial / trial.sum() ** 2
@@ -182,6 +192,8 @@ def greedy_weights(stats: FitStats, size: int) -> np.ndarray:
         # Error of the mean after adding each member, for all members at once.
         rc = r @ counts
         after = (counts @ rc + 2 * rc + np.diag(r)) / (t + 1) ** 2
+        if np.count_nonzero(counts) >= budget:
+            after = np.where(counts > 0, after, np.inf)
         pick = int(after.argmin())
         counts[pick] += 1
         if after[pick] < best_sse - 1e-12 * abs(best_sse):
@@ -209,6 +221,6 @@ COMBINERS: dict[str, Callable[..., np.ndarray]] = {
     "best": lambda stats, **_: _one_hot(int(stats.member_sse().argmin()), len(stats.s)),
     "mean": lambda stats, top_k, **_: mean_weights(stats, top_k),
     "weighted": lambda stats, **_: nnls_weights(stats),
-    "greedy": lambda stats, size, **_: greedy_weights(stats, size),
+    "greedy": lambda stats, size, max_models=None, **_: greedy_weights(stats, size, max_models),
 }
 METHODS = tuple(COMBINERS)

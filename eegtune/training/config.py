@@ -127,6 +127,9 @@ class FoldJob:
     # A fold-pool worker saves the fold's training state when the last save is older
     # than this (seconds), and when the fold ends.
     checkpoint_every: float = 30.0
+    # > 0: not a fold but a refit: every subject of the split trains for exactly this many
+    # epochs, with nothing held out or validated; the model lands in out_dir/refit/.
+    refit_epochs: int = 0
 
     def __post_init__(self) -> None:
         from eegtune.training.devices import check_device_settings

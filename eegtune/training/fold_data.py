@@ -122,6 +122,8 @@ def canonical_permutation(meta: pd.DataFrame) -> np.ndarray:
 
 
 def load_window_set(store: str | Path, challenge: int, subjects: tuple[str, ...]) -> WindowSet:
+    if not subjects:  # a refit has no inner-validation or held-out subjects
+        return WindowSet.from_parts([], pd.DataFrame(columns=ID_COLUMNS), np.zeros(0), np.zeros(0))
     eeg, meta = read_windows(store, challenge, subjects=list(subjects))
     return canonical_order(eeg, meta)
 

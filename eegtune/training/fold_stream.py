@@ -246,6 +246,8 @@ def stream_batches(
 
 def fold_files(store: str | Path, challenge: int, subjects: tuple[str, ...]) -> list[str]:
     """The Parquet files that hold exactly these subjects' windows (from the manifest)."""
+    if not subjects:
+        return []
     files = store_files(store, challenge, list(subjects))
     if len(files) != len(set(subjects)):
         raise MissingFileError(f"{store}: some of {len(subjects)} subjects have no windows")

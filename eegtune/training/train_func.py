@@ -64,6 +64,8 @@ def fold_subjects(job: FoldJob, hp: TrainConfig) -> FoldSubjects:
     if not 0 <= job.fold < len(folds):
         raise ConfigError(f"fold {job.fold} does not exist; the split has {len(folds)} folds")
     fold = folds[job.fold]
+    if job.refit_epochs:  # every subject trains; nothing is held out or validated
+        return FoldSubjects(fit=tuple(sorted({*fold.train, *fold.test})), inner_val=(), test=())
     fit, inner = inner_split(fold.train, hp.inner_val_fraction, seed, job.fold)
     return FoldSubjects(fit=fit, inner_val=inner, test=fold.test)
 
@@ -151,6 +153,21 @@ def _fit_by_gradient(
             sched.step()
             losses += loss.item() * len(y)
             seen += len(y)
+        if job.refit_epochs:  # no validation: the last epoch is the model
+            val_pred, val = np.zeros(0), math.nan
+            best = {**best, "epoch": epoch}
+            # The schedule keeps the folds' length (max_epochs); it stops where they did.
+            stopped = epoch + 1 >= min(job.refit_epochs, hp.max_epochs)
+            report(
+                {
+                    "epoch": epoch,
+                    "fold": job.fold,
+                    "train_loss": losses / max(seen, 1),
+                    "lr": base_rate(hp, sched.last_epoch, steps_per_epoch),
+                    "epoch_seconds": time.perf_counter() - t0,
+                }
+            )
+            continue
         val_pred = predict(model, source.inner_val, precision=job.precision)
         val = rmse(y_val, val_pred)
         if val < best["inner_val_rmse"]:
@@ -187,7 +204,14 @@ def _fit_by_gradient(
             },
             state=state,
         )
+    if job.refit_epochs:
+        best_state = copy.deepcopy(model.state_dict())
     return best_state, best
+
+
+def refit_dir(run_dir: str | Path) -> str:
+    """Where a run's refit model lands (one model in place of its K fold models)."""
+    return storage.join(run_dir, "refit")
 
 
 def train_func(config: dict[str, Any]) -> dict[str, Any]:
@@ -210,6 +234,10 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
         model.to(device)
         state, best = _fit_by_gradient(model, source, hp, job, subjects)
         model.load_state_dict(state)
+    elif job.refit_epochs:
+        fit = source.fit_windows()
+        model.fit(eval_arrays(fit), fit.target)
+        best = {"inner_val_rmse": math.nan, "epoch": 0, "resumed_at_epoch": 0}
     else:
         fit = source.fit_windows()
         model.fit(eval_arrays(fit), fit.target)
@@ -228,6 +256,8 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
             }
         )
 
+    if job.refit_epochs:
+        return _save_refit(model, job, config, best, len(source.fit_targets()))
     test = source.load_test()
     pred = predict(model, test, precision=job.precision)
     # A local folder, or a URI that every node of a cluster writes to.
@@ -264,6 +294,24 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
     report(
         {**{k: v for k, v in metrics.items() if k != "subjects"}, "done": True}, checkpoint_dir=out
     )
+    return metrics
+
+
+def _save_refit(
+    model: EEGModel, job: FoldJob, config: dict[str, Any], best: dict, n_fit: int
+) -> dict[str, Any]:
+    """A refit's one model and its figures: no out-of-fold rows, it held nothing out."""
+    out = refit_dir(job.out_dir)
+    storage.makedirs(out)
+    metrics = {"refit_epochs": best["epoch"] + 1, "n_fit_windows": n_fit,
+               "resumed_at_epoch": best["resumed_at_epoch"]}  # fmt: skip
+    plain = json.loads(json.dumps({"metrics": metrics, "config": config}, default=float))
+    _save_torch(
+        {"state_dict": cpu_state(model), "model_config": model.get_config(), **plain},
+        storage.join(out, CHECKPOINT),
+    )
+    storage.write_text(storage.join(out, FOLD_METRICS), json.dumps(metrics, indent=1))
+    report({**metrics, "fold": job.fold, "done": True})
     return metrics
 
 

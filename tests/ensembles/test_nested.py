@@ -11,8 +11,10 @@ import pytest
 
 from eegtune.ensembles.combiners import METHODS, FitStats, fit_combination
 from eegtune.ensembles.nested import (
+    AUTO,
     OOFRows,
     SubjectBootstrap,
+    choose_method,
     guarded,
     nested_predictions,
     score_methods,
@@ -335,3 +337,41 @@ def test_score_methods_intervals_are_the_subject_bootstrap_against_the_best_sing
             SubjectBootstrap(rows.subject, y, n_boot, seed + 1).gain_interval(nested, baseline),
             rtol=1e-6,
         ), method
+
+
+def test_the_guard_falls_back_to_the_best_of_everything_scored_nested_shrinkage_included():
+    """The Challenge 2 case: greedy loses to the best single trial, and `best` with its
+    nested α is better than both; that is what ships, not the unshrunk trial."""
+    rows = make_rows(noise=(0.3, 0.35, 0.4, 2.0), seed=7)
+    scores = score_methods(rows, METHODS, size=10, n_boot=50)
+    base = scores.best_single_nested_nrmse
+    methods = {
+        "greedy": dataclasses.replace(scores.methods["greedy"], nested_nrmse=base + 0.02),
+        "best": dataclasses.replace(scores.methods["best"], nested_nrmse=base - 0.01),
+        "mean": dataclasses.replace(scores.methods["mean"], nested_nrmse=base + 0.05),
+    }
+    scores = dataclasses.replace(scores, methods=methods)
+    comb, shipped, message = guarded(scores, "greedy", 4, float(rows.target.mean()))
+    assert shipped == "best (nested, with its shrinkage)"
+    assert comb is methods["best"].combination
+    assert "does not beat the best single trial" in message and f"{base - 0.01:.4f}" in message
+
+
+def test_auto_ships_the_method_with_the_lowest_nested_nrmse_and_says_why():
+    rows = make_rows(noise=(0.3, 0.35, 0.4, 2.0), seed=7)
+    scores = score_methods(rows, METHODS, size=10, n_boot=50)
+    expected = min(scores.methods.values(), key=lambda m: m.nested_nrmse).method
+    method, why = choose_method(scores, AUTO)
+    assert method == expected and why.startswith(f"auto: {expected} has the lowest")
+    assert choose_method(scores, "mean") == ("mean", "")
+
+
+def test_max_models_caps_greedys_distinct_members_in_the_nested_fits_too():
+    rows = make_rows(noise=(0.3, 0.31, 0.32, 0.33, 0.34, 0.35), seed=11)
+    free = score_methods(rows, ("greedy",), size=30, n_boot=50)
+    capped = score_methods(rows, ("greedy",), size=30, n_boot=50, max_models=2)
+    assert len(free.methods["greedy"].combination.members) > 2  # the cap binds here
+    assert len(capped.methods["greedy"].combination.members) <= 2
+    assert max(capped.methods["greedy"].nested_members) <= 2
+    # What the cap costs is measured, not assumed: on these rows it costs something.
+    assert capped.methods["greedy"].naive_nrmse >= free.methods["greedy"].naive_nrmse
