@@ -40,7 +40,10 @@ def main() -> None:
     ap.add_argument("--c2-space", default="sparse_attention")
     ap.add_argument("--c1-epochs", type=int, default=12)
     ap.add_argument("--c2-epochs", type=int, default=4)
-    ap.add_argument("--method", default="greedy")
+    ap.add_argument("--method", default="auto")
+    ap.add_argument("--seeds", type=int, default=0, help="new seeds per top-k trial")
+    ap.add_argument("--top-k", type=int, default=5)
+    ap.add_argument("--challenges", default="1,2", help="which challenges to run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default="/tmp/eegtune_ensemble_gain")
     args = ap.parse_args()
@@ -59,10 +62,13 @@ def main() -> None:
 
     start_ray(num_cpus=2)
     rows, shipped_rows = [], []
+    wanted = {int(c) for c in args.challenges.split(",")}
     for challenge, space, epochs in (
         (1, args.c1_space, args.c1_epochs),
         (2, args.c2_space, args.c2_epochs),
     ):
+        if challenge not in wanted:
+            continue
         job = TuneJob(
             store=str(store),
             challenge=challenge,
@@ -86,12 +92,22 @@ def main() -> None:
                 challenge=challenge,
                 out=str(work / f"ens_c{challenge}"),
                 method=args.method,
+                top_k=args.top_k,
+                seeds=args.seeds,
             ),
             log=lambda _: None,
         )
+        # What the recipe cost to train: every fold-epoch of the search and the finalists.
+        fold_epochs = sum(
+            _epochs_trained(p) for p in (work / "runs" / job.name).glob("**/fold*/metrics.json")
+        )
         floor = oracle[f"challenge{challenge}"]["nrmse_floor"]
         print(f"\n## Challenge {challenge}: {space}, {len(result.candidates)} complete trials")
-        print(f"search {t_search:.0f} s, ensemble {time.perf_counter() - t2:.1f} s")
+        print(
+            f"search {t_search:.0f} s, ensemble {time.perf_counter() - t2:.1f} s "
+            f"(with {args.seeds} new seed(s) per top-{args.top_k} trial); "
+            f"{fold_epochs} fold-epochs trained in all"
+        )
         print(format_report(result))
         s = result.scores
         print(f"oracle floor: {floor:.4f}")
@@ -102,7 +118,7 @@ def main() -> None:
         shipped = {
             "best single trial": s.best_single_nested_nrmse,
             "mean predictor": s.mean_predictor_nrmse,
-        }.get(result.shipped) or s.methods[result.shipped].nested_nrmse
+        }.get(result.shipped) or s.methods[result.shipped.split(" ")[0]].nested_nrmse
         shipped_rows.append(
             f"| {challenge} | {result.shipped} | {shipped:.4f} | {s.mean_predictor_nrmse:.4f} | "
             f"{(s.mean_predictor_nrmse - shipped) / gap:.0%} |"
@@ -127,6 +143,13 @@ def main() -> None:
     )
     print("|---|---|---|---|---|")
     print("\n".join(shipped_rows))
+
+
+def _epochs_trained(metrics_file: Path) -> int:
+    """Epochs a fold trained: the epochs up to its best, plus the patience it waited."""
+    metrics = json.loads(metrics_file.read_text())
+    config = json.loads((metrics_file.parent.parent / "config.json").read_text())
+    return min(int(metrics["best_epoch"]) + 1 + int(config["patience"]), int(config["max_epochs"]))
 
 
 if __name__ == "__main__":

@@ -99,9 +99,7 @@ def build_ensemble(
         rows, METHODS, req.top_k, req.size, req.n_boot, experiments[0].seed, req.max_models
     )
     centre = float(rows.target.mean())
-    method, why = choose_method(scores, req.method)
-    if why:
-        log(why)
+    method, why = choose_method(scores, req.method)  # printed by format_report
     comb, shipped, guard = guarded(scores, method, len(candidates), centre)
     used = [int(i) for i in comb.members]
     members = [

@@ -7,15 +7,12 @@ browser's reach: test_report.py checks it in matplotlib before the figure is sav
 Playwright drives Debian's ``chromium`` (never a browser Playwright downloads, so there is
 nothing to fetch at test time); the test skips, naming what is missing, without either.
 
-Set ``EEGTUNE_REPORT_SCREENSHOT=PATH`` to also write the README's screenshot there, e.g.::
-
-    EEGTUNE_REPORT_SCREENSHOT=docs/report.png .venv/bin/python -m pytest \\
-        tests/reports/test_browser.py -p no:cacheprovider
+The README's picture is drawn from the demo's own page (``scripts/readme_figure.py``),
+not from this test's experiment.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 from pathlib import Path
@@ -27,7 +24,7 @@ from eegtune.ensembles import EnsembleRequest, build_ensemble
 from eegtune.reports import ReportRequest, build_report
 
 try:
-    from playwright.sync_api import Page, sync_playwright
+    from playwright.sync_api import sync_playwright
 except ImportError:  # an optional dev tool: without it the test skips, saying so
     sync_playwright = None
 
@@ -52,7 +49,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 WIDTH = 1280
-README_MAX_HEIGHT = 2400  # taller and the README's image shrinks past reading
 EXPERIMENT_FIGURES = (
     "history",
     "compute",
@@ -118,15 +114,6 @@ def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
-def _screenshot_for_readme(page: Page, out: Path) -> None:
-    width, height = page.evaluate(
-        "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
-    )
-    clip = {"x": 0, "y": 0, "width": width, "height": min(height, README_MAX_HEIGHT)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(out), full_page=True, clip=clip)
-
-
 def test_report_renders_in_chromium_with_every_figure(finished_experiment, tmp_path):
     ens = tmp_path / "ens"
     build_ensemble(
@@ -166,8 +153,6 @@ def test_report_renders_in_chromium_with_every_figure(finished_experiment, tmp_p
             figures: list[dict[str, Any]] = page.evaluate(FIGURES_JS)
             overlaps: list[str] = page.evaluate(OVERLAPS_JS)
             page.screenshot(path=str(shot), full_page=True)
-            if target := os.environ.get("EEGTUNE_REPORT_SCREENSHOT"):
-                _screenshot_for_readme(page, Path(target))
         finally:
             browser.close()
 
