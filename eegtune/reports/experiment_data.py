@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from eegtune.distributed.experiment import Experiment
 from eegtune.distributed.fold_pooling import VAL_METRIC
 from eegtune.distributed.study import load_study, results_table
 from eegtune.ensembles.candidates import open_experiment
@@ -26,9 +27,7 @@ from eegtune.training.run_files import oof_frame
 
 @dataclass
 class ExperimentData:
-    name: str
-    location: str
-    settings: dict[str, Any]  # tune_job.json
+    experiment: Experiment  # its record: settings, folder or URI
     study: Any  # optuna.Study
     table: pd.DataFrame  # results_table: one row per trial, best first
     trials: pd.DataFrame  # number, status, value, seconds, epochs, fold_epochs, finished
@@ -36,12 +35,24 @@ class ExperimentData:
     mean_predictor: dict[str, Any] | None = None  # pooled and per-fold NRMSE, same folds
 
     @property
+    def name(self) -> str:
+        return self.experiment.name
+
+    @property
+    def location(self) -> str:
+        return self.experiment.uri
+
+    @property
+    def settings(self) -> dict[str, Any]:  # tune_job.json
+        return self.experiment.settings
+
+    @property
     def challenge(self) -> int:
-        return int(self.settings["challenge"])
+        return self.experiment.challenge
 
     @property
     def n_folds(self) -> int:
-        return int(self.settings["n_folds"])
+        return self.experiment.n_folds
 
     @property
     def params(self) -> list[str]:
@@ -64,9 +75,7 @@ def load_experiment(location: str | Path, top: int = 5) -> ExperimentData:
         raise EnsembleError(f"{exp.path}: its journal holds no study named {exp.name!r}")
     table = results_table(exp, study)
     data = ExperimentData(
-        name=exp.name,
-        location=exp.source or str(exp.path),
-        settings=exp.settings,
+        experiment=exp,
         study=study,
         table=table,
         trials=_trial_frame(study, exp.max_epochs, exp.n_folds),

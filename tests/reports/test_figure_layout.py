@@ -7,6 +7,7 @@ the same way in test_report.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -14,6 +15,7 @@ import optuna
 import pandas as pd
 import pytest
 
+from eegtune.distributed.experiment import Experiment
 from eegtune.reports import figures as report_figures
 from eegtune.reports.experiment_data import ExperimentData
 from eegtune.reports.figures import Overlap, overlapping_text, text_boxes
@@ -47,9 +49,7 @@ def _study(params: list[str], trials: int = 12) -> optuna.Study:
 
 def _data(params: list[str]) -> ExperimentData:
     return ExperimentData(
-        name="x",
-        location="",
-        settings={"space": "sparse_attention", "seed": 0},
+        experiment=Experiment("x", Path("x"), {"space": "sparse_attention", "seed": 0}),
         study=_study(params),
         table=pd.DataFrame(columns=[*COLUMNS, *params]),
         trials=pd.DataFrame(),
