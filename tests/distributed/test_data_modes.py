@@ -9,14 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
-from eegtune.distributed.memory_plan import plan_data
+from eegtune.data.store import store_files
 from eegtune.distributed.resources import ResourceError, plan_resources
 from eegtune.distributed.runtime import start_ray
-from eegtune.distributed.shared_windows import object_store_used
+from eegtune.distributed.shared_windows import LOADERS, object_store_used, share_windows
 from eegtune.distributed.tune import TuneJob, plan_experiment_data, run_tune
 from eegtune.training.data_modes import store_size
+from eegtune.training.fold_data import load_window_set
 from eegtune.training.folds import store_subjects
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -28,6 +30,23 @@ TINY_ATTENTION = {
     "model.head_ratio": 0.1, "model.pattern": "blocked",
     "lr": 1e-3, "weight_decay": 1e-3, "batch_size": 32,
 }  # fmt: skip
+
+
+WINDOW_ID = ["subject", "recording", "window_index"]
+
+
+def assert_each_window_once(frame: pd.DataFrame, store: Path, challenge: int) -> None:
+    """Every window of the store's challenge is in ``frame`` exactly once: no window lost,
+    none twice (a row count alone would pass both at once)."""
+    ids = frame[WINDOW_ID]
+    twice = ids[ids.duplicated(keep=False)]
+    assert twice.empty, f"{len(twice)} rows repeat a window: {twice.head(3).values.tolist()}"
+    stored = pd.concat(
+        pq.read_table(f, columns=WINDOW_ID).to_pandas() for f in store_files(store, challenge)
+    )
+    got, want = (set(x.itertuples(index=False, name=None)) for x in (ids, stored))
+    assert not want - got, f"{len(want - got)} windows missing: {sorted(want - got)[:3]}"
+    assert not got - want, f"{len(got - want)} windows not in the store: {sorted(got - want)[:3]}"
 
 
 def _job(tmp_path: Path, store: Path, **settings) -> TuneJob:
@@ -70,35 +89,7 @@ def test_store_larger_than_the_cap_streams_and_memory_mode_is_refused(
     oof = pd.concat(pd.read_parquet(f) for f in Path(table.loc[0, "trial_dir"]).glob("fold*/oof*"))
     assert sorted(oof["subject"].unique()) == sorted(store_subjects(prepared_store, 2)["subject"])
     assert oof.groupby("subject")["fold"].nunique().eq(1).all()
-    assert len(oof) == size.windows  # every window predicted once
-
-
-def test_planner_caps_concurrent_trials_by_memory(prepared_store):
-    from eegtune.distributed.memory_plan import WORKER_BASE_HEAP, NodeMemory
-
-    size = store_size(prepared_store, 1)
-    plan = plan_resources(8, n_folds=2, cpus_per_worker=0.5)  # CPUs for 6 trials at once
-    node = NodeMemory("n", cpus=8, object_store=2**30, heap=5 * WORKER_BASE_HEAP)
-    data, capped = plan_data("auto", size, [node], plan)
-    assert data.mode == "memory" and plan.max_concurrent_trials == 6
-    assert capped.max_concurrent_trials == 2  # 5 workers' heap: two 2-fold trials
-    with pytest.raises(ResourceError, match="holds only 1 such workers"):
-        plan_data("memory", size, [NodeMemory("n", 8, 2**30, WORKER_BASE_HEAP)], plan)
-
-
-def test_planner_counts_the_pools_workers_against_memory(prepared_store):
-    from eegtune.distributed.memory_plan import WORKER_BASE_HEAP, NodeMemory
-
-    size = store_size(prepared_store, 1)
-    plan = plan_resources(8, n_folds=3, pool=True)
-    assert plan.pool_workers == 8
-    node = NodeMemory("n", cpus=8, object_store=2**30, heap=5 * WORKER_BASE_HEAP)
-    _, capped = plan_data("auto", size, [node], plan)
-    assert capped.pool_workers == 5  # the heap of five workers, not the CPUs of eight
-    two = [node, NodeMemory("m", cpus=8, object_store=2**30, heap=2 * WORKER_BASE_HEAP)]
-    assert plan_data("auto", size, two, plan)[1].pool_workers == 7
-    with pytest.raises(ResourceError, match="no node's memory outside the object store"):
-        plan_data("auto", size, [NodeMemory("n", 8, 2**30, WORKER_BASE_HEAP // 2)], plan)
+    assert_each_window_once(oof, prepared_store, 2)  # every window predicted once
 
 
 class _PeakObjectStore(threading.Thread):
@@ -143,6 +134,9 @@ def test_two_concurrent_trials_share_one_copy_of_the_windows(prepared_store, tmp
         sampler.stop.set()
         sampler.join()
     assert (table["status"] == "COMPLETE").all() and len(table) == 2
+    for trial_dir in table["trial_dir"]:
+        oof = pd.concat(pd.read_parquet(f) for f in Path(trial_dir).glob("fold*/oof*"))
+        assert_each_window_once(oof, prepared_store, 1)
     # The two trials trained at the same time...
     (a0, a1), (b0, b1) = _report_spans(job)
     assert min(a1, b1) - max(a0, b0) > 0, "the trials did not overlap"
@@ -156,12 +150,61 @@ def test_two_concurrent_trials_share_one_copy_of_the_windows(prepared_store, tmp
     )
 
 
-def test_a_damaged_file_is_named_when_shared(prepared_store, copy_tree, local_ray):
-    from eegtune.data.store import store_files
-    from eegtune.distributed.shared_windows import share_windows
+def fold_views_task():
+    """A task that takes two folds' windows, as two pool workers' folds would, and says
+    how they hold them; defined in a function so Ray ships it by value."""
+    import ray
 
+    def store_ranges() -> list[tuple[int, int]]:
+        """The address ranges where this process maps Ray's object store (Linux)."""
+        spans = []
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            if "/dev/shm/plasma" in line:
+                lo, hi = line.split()[0].split("-")
+                spans.append((int(lo, 16), int(hi, 16)))
+        return spans
+
+    def subject_arrays(ws, subject: str) -> list[np.ndarray]:
+        rows = np.flatnonzero(ws.meta["subject"].to_numpy() == subject)
+        return [ws._parts[p] for p in np.unique(ws._part[rows])]
+
+    def fold_views(shared, fold_a, fold_b, common: str) -> dict[str, bool]:
+        a, b = shared.window_set(fold_a), shared.window_set(fold_b)
+        arrays = [*a._parts, *b._parts]
+        ranges = store_ranges()
+        addresses = [x.__array_interface__["data"][0] for x in arrays]
+        pairs = zip(subject_arrays(a, common), subject_arrays(b, common), strict=True)
+        return {
+            "read_only": all(not x.flags.writeable for x in arrays),
+            "in_the_object_store": bool(ranges)
+            and all(any(lo <= p < hi for lo, hi in ranges) for p in addresses),
+            "one_copy_for_both_folds": all(np.shares_memory(x, y) for x, y in pairs),
+        }
+
+    return ray.remote(num_cpus=0.25)(fold_views)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("loader", LOADERS)
+def test_folds_get_read_only_views_of_one_shared_copy(prepared_store, local_ray, loader):
+    subjects = sorted(store_subjects(prepared_store, 1)["subject"])
+    shared = share_windows(prepared_store, 1, loader=loader)
+    every = shared.window_set(tuple(subjects))
+    assert_each_window_once(every.meta, prepared_store, 1)
+    # The windows, their order and their values are those of eegtune cv's in-process read.
+    local = load_window_set(prepared_store, 1, tuple(subjects))
+    pd.testing.assert_frame_equal(every.meta, local.meta)
+    np.testing.assert_array_equal(every.eeg, local.eeg)
+    # Two folds sharing a subject, in a worker: views of one copy in the object store.
+    folds = tuple(subjects[:3]), tuple(subjects[2:])
+    views = local_ray.get(fold_views_task().remote(shared, *folds, subjects[2]))
+    assert views == dict.fromkeys(views, True)
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_a_damaged_file_is_named_when_shared(prepared_store, copy_tree, local_ray, loader):
     store = copy_tree(prepared_store, "store")
     victim = Path(store_files(store, 1)[1])
     victim.write_bytes(victim.read_bytes()[:-2000])
     with pytest.raises(RuntimeError, match=rf"{victim.name}: cannot read its windows"):
-        share_windows(store, 1)
+        share_windows(store, 1, loader=loader)
