@@ -64,7 +64,7 @@ def oof_scores(oof: pd.DataFrame) -> dict[str, Any]:
     per_fold = [nrmse_or_nan(g["target"], g["prediction"]) for _, g in oof.groupby("fold")]
     return {
         "oof_nrmse": nrmse(oof["target"], oof["prediction"]),
-        "fold_oof_nrmse": [round(x, 4) for x in per_fold],
+        "fold_oof_nrmse": per_fold,
         "n_rows": len(oof),
     }
 
