@@ -154,7 +154,10 @@ def test_members_that_are_noise_trip_the_guard_in_the_command(experiment_copy, t
     # Members that are noise lose to the mean predictor: it ships, with no member, α 0 and
     # the targets' mean as centre, and the loaded module predicts that constant.
     y, _ = _aligned_oof(experiment_copy)
-    assert desc["shipped"] == "mean predictor" and "shipping the mean predictor" in desc["guard"]
+    assert desc["shipped"] == "mean predictor"
+    assert desc["guard"].endswith(
+        f"the mean predictor ({desc['scores']['mean_predictor_nested_nrmse']:.4f})"
+    )
     _assert_ships(out, members={}, alpha=0.0, centre=float(y.mean()))
 
 
@@ -253,7 +256,7 @@ def test_what_ships_is_the_method_when_the_guard_does_not_trip(experiment_copy, 
     _assert_ships(out, members={t: 0.5 for t in good}, alpha=alpha, centre=float(y.mean()))
 
 
-def test_what_ships_is_the_best_single_trial_when_the_guard_trips(
+def test_what_ships_is_the_best_scored_fallback_when_the_guard_trips(
     experiment_copy, tmp_path, capsys
 ):
     # One good trial and two noisy ones: the mean of all three loses to that trial, which
@@ -266,7 +269,19 @@ def test_what_ships_is_the_best_single_trial_when_the_guard_trips(
     assert main([*argv, "--method", "mean", "--top-k", "3", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     desc = json.loads((out / "ensemble.json").read_text())
-    assert desc["shipped"] == "best single trial"
+    scores = desc["scores"]
+    # The fallback is the best of everything scored nested: the other methods with their
+    # shrinkage, the best single trial as chosen nested, and the mean predictor.
+    scored = {
+        "best single trial": scores["best_single"]["nested_nrmse"],
+        "mean predictor": scores["mean_predictor_nested_nrmse"],
+        **{f"{m} (nested, with its shrinkage)": v["nested_nrmse"]
+           for m, v in scores["methods"].items() if m != "mean"},
+    }  # fmt: skip
+    assert desc["shipped"] == min(scored, key=scored.get)
+    assert desc["shipped"] in ("best single trial", "best (nested, with its shrinkage)")
     assert desc["guard"].startswith("guard: mean's nested") and desc["guard"] in printed
-    assert desc["scores"]["methods"]["mean"]["members_used"] == 3  # what was refused
-    _assert_ships(out, members={trials[1]: 1.0}, alpha=1.0, centre=float(y.mean()))
+    assert scores["methods"]["mean"]["members_used"] == 3  # what was refused
+    # The good trial ships alone: as it is, or with best's nested shrinkage.
+    alpha = 1.0 if desc["shipped"] == "best single trial" else scores["methods"]["best"]["alpha"]
+    _assert_ships(out, members={trials[1]: 1.0}, alpha=alpha, centre=float(y.mean()))
