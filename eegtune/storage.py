@@ -158,10 +158,11 @@ def write_bytes(location: str | Path, data: bytes) -> None:
             with fs.open_output_stream(tmp) as fh:
                 fh.write(data)
             fs.move(tmp, path)
-        finally:
+        except BaseException:
             with contextlib.suppress(OSError):
                 if fs.get_file_info(tmp).type == pafs.FileType.File:
                     fs.delete_file(tmp)
+            raise
         return
     with replacing(text) as tmp:
         tmp.write_bytes(data)

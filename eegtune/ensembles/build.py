@@ -69,8 +69,6 @@ class EnsembleResult:
     candidates: list[Candidate]
     shipped: str  # the method, or the fallback the guard chose
     guard: str  # the guard's one line, empty when the method shipped
-    method: str = ""  # the method chosen (auto's pick, or the one asked for)
-    why: str = ""  # auto's one line
     description: dict[str, Any] = field(default_factory=dict)
 
 
@@ -145,9 +143,7 @@ def build_ensemble(
         publish_ensemble(local, storage.normalize(req.out))
     else:
         write_ensemble(Path(req.out), description, checkpoints)
-    return EnsembleResult(
-        scores, candidates, shipped, guard, method=method, why=why, description=description
-    )
+    return EnsembleResult(scores, candidates, shipped, guard, description=description)
 
 
 def scores_table(scores: Scores, candidates: list[Candidate]) -> dict[str, Any]:
@@ -210,8 +206,8 @@ def format_report(result: EnsembleResult) -> str:
             f"{chosen.method}'s gain over the best single trial has a 95% interval that "
             f"includes 0: on these subjects it is not distinguishable from that trial"
         )
-    if result.why:
-        lines.append(result.why)
+    if result.description.get("why"):
+        lines.append(result.description["why"])
     if result.guard:
         lines.append(result.guard)
     desc = result.description

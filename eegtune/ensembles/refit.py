@@ -44,7 +44,7 @@ def refit_member(
     cand: Candidate, exp: Experiment, log: Callable[[str], None] | None = None
 ) -> Path:
     """The member's refit model (trained here if it is not there yet)."""
-    from eegtune.training.config import parse_config
+    from eegtune.training.config import make_config, parse_config
     from eegtune.training.data_modes import choose_cv_mode
     from eegtune.training.fold_data import InMemoryFoldSource, using_fold_source
     from eegtune.training.fold_stream import StreamingFoldSource
@@ -77,7 +77,7 @@ def refit_member(
     log(f"refit {cand.label}: {epochs} epoch(s) on every subject ({mode} mode)")
     source = StreamingFoldSource if mode == "stream" else InMemoryFoldSource
     with reporting_to(LocalReporter()), using_fold_source(source):
-        train_func({**job.to_flat(), **hp.to_flat()})
+        train_func(make_config(job, hp))
     if not checkpoint.exists():
         raise EnsembleError(f"{cand.label}: the refit ended without {checkpoint}")
     return checkpoint

@@ -154,7 +154,6 @@ def _fit_by_gradient(
             losses += loss.item() * len(y)
             seen += len(y)
         if job.refit_epochs:  # no validation: the last epoch is the model
-            val_pred, val = np.zeros(0), math.nan
             best = {**best, "epoch": epoch}
             # The schedule keeps the folds' length (max_epochs); it stops where they did.
             stopped = epoch + 1 >= min(job.refit_epochs, hp.max_epochs)
