@@ -1,44 +1,52 @@
-"""ASHA + TPE against random search: the share of the epoch budget needed to match random.
+"""Search efficiency over seed pairs: random + FIFO, TPE + ASHA and TPE + fold racing.
 
-Both arms search the same space on the same store and folds, one after the other in
-this run, through ``eegtune.distributed.tune.run_tune``:
+For each seed pair, three arms search the same space on the same store and folds, one
+after the other, through ``eegtune.distributed.tune.run_tune``:
 
-- **random**: Optuna's RandomSampler, every trial to ``max_epochs`` (FIFO, no ASHA);
-- **asha+tpe**: the product's default, seeded TPE with ASHA over epochs.
+- **random**: Optuna's RandomSampler, every trial to ``max_epochs`` (FIFO);
+- **asha**: seeded TPE with ASHA over epochs (the product's default);
+- **race**: the same TPE seed with ``--scheduler race`` (ASHA plus fold racing). With the
+  same seed, TPE's random start-up trials are the ASHA arm's very draws, so the two
+  schedulers are compared on the same first configurations.
 
-The budget is counted in fold-epochs actually trained: a fold that early-stopped on
-patience counts only its trained epochs, an ASHA-stopped trial only the epochs it ran.
-Both arms rank trials by the searcher's objective (pooled inner-validation NRMSE).
+The budget is fold-epochs actually trained (every fold-epoch a trial's driver received,
+stopped trials included; the epoch in progress when a fold is cancelled is not counted,
+in every arm alike). The objective is the pooled inner-validation NRMSE the searcher
+sees. Per pair it prints each arm's fold-epochs, best objective and best out-of-fold
+NRMSE; the share of random's budget each TPE arm had spent, in trial completion order,
+when it first matched random's best; and what racing saved against ASHA. With
+``--recheck``, the trials racing stopped are run again to the end (FIFO, same folds),
+and the table says whether any would have beaten the race arm's best.
 
-Printed: the random arm's budget B and best objective; the share of B the ASHA+TPE arm
-had spent, in trial completion order, when it first matched that best (goal <= 35%);
-each arm's best pooled out-of-fold NRMSE; and the Tune/Train overhead, the share of
-trial wall time not spent in training epochs.
+    .venv/bin/python benchmarks/search_efficiency.py --pairs 5 --subjects 16 --folds 4 \\
+        --trials 12 --max-epochs 10 --recheck --work /tmp/search_eff
 
-    .venv/bin/python benchmarks/search_efficiency.py --subjects 12 --trials 24 --max-epochs 12
+``--work`` keeps the store and every arm's experiment: a rerun resumes where it stopped
+and reprints every pair finished so far.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _synthetic_store import synthetic_ccd_store
 
+from eegtune.data.prepare import PrepareOptions, prepare
+from eegtune.data.synthetic import SynthOptions, synthesize
 from eegtune.distributed.resources import plan_resources
 from eegtune.distributed.runtime import start_ray
-from eegtune.distributed.study import TRIAL_ID_ATTR, load_study
+from eegtune.distributed.study import TRIAL_ID_ATTR, load_study, results_table
 from eegtune.distributed.tune import TuneJob, run_tune
+
+ARMS = {"random": ("random", "fifo"), "asha": ("tpe", "asha"), "race": ("tpe", "race")}
 
 
 def trial_costs(job: TuneJob) -> pd.DataFrame:
-    """Per trial: fold-epochs trained, seconds in epochs, wall seconds, objective, order.
-
-    Every trial Tune ran counts towards the budget, including failed ones (their
-    objective is NaN)."""
-
+    """Per trial, in completion order: fold-epochs trained, objective, best OOF NRMSE, and
+    whether racing stopped it. Every trial Tune ran counts, failed ones included."""
     study = load_study(job.experiment())
     by_id = {t.user_attrs.get(TRIAL_ID_ATTR): t for t in study.trials}
     rows = []
@@ -47,98 +55,203 @@ def trial_costs(job: TuneJob) -> pd.DataFrame:
         if not reports:
             continue
         trial = by_id.get(reports[0]["trial_id"])
-        epochs = [r for r in reports if not r.get("final")]
         value = None if trial is None else trial.value
         rows.append(
             {
                 "trial": None if trial is None else trial.number,
-                "completed": reports[-1]["timestamp"],  # trials run one at a time here
+                "trial_id": reports[0]["trial_id"],
+                "completed": reports[-1]["timestamp"],  # one trial at a time here
                 "objective": np.nan if value is None else value,
-                "fold_epochs": sum(job.n_folds - r["folds_stopped"] for r in epochs),
-                "epoch_seconds": sum(r.get("epoch_seconds", 0.0) for r in epochs),
-                "wall_seconds": reports[-1]["time_total_s"],
-                "oof_nrmse": next((r["oof_nrmse"] for r in reports if r.get("final")), np.nan),
+                "fold_epochs": max(int(r.get("fold_epochs", 0)) for r in reports),
+                "oof_nrmse": next((r["oof_nrmse"] for r in reports if "oof_nrmse" in r), np.nan),
+                "race_stopped": reports[-1].get("stopped_by") == "race",
+                "params": {} if trial is None else trial.params,
             }
         )
     return pd.DataFrame(rows).sort_values("completed").reset_index(drop=True)
 
 
+def share_to_reach(arm: pd.DataFrame, target: float, budget: int) -> float:
+    """The share of ``budget`` the arm had spent when it first matched ``target``; NaN
+    if it never did."""
+    spent = arm["fold_epochs"].cumsum()
+    reached = arm.index[arm["objective"] <= target]
+    return float(spent[reached[0]] / budget) if len(reached) else float("nan")
+
+
+def run_pair(args, store: Path, work: Path, pair: int, plan) -> dict:
+    tpe_seed, random_seed = 2 * pair, 2 * pair + 1
+    costs: dict[str, pd.DataFrame] = {}
+    for arm, (sampler, scheduler) in ARMS.items():
+        job = TuneJob(
+            store=str(store),
+            challenge=1,
+            space=args.space,
+            n_trials=args.trials,
+            n_folds=args.folds,
+            name=f"pair{pair}_{arm}",
+            storage_path=str(work / "runs"),
+            max_epochs=args.max_epochs,
+            sampler=sampler,
+            scheduler=scheduler,
+            sampler_seed=random_seed if arm == "random" else tpe_seed,
+            race_confidence=args.race_confidence,
+        )
+        resume = (job.experiment_dir / "optuna_journal.log").exists()
+        run_tune(job, plan, resume=resume, verbose=0)
+        costs[arm] = trial_costs(job)
+    result = summarize(costs)
+    if args.recheck:
+        result.update(recheck(args, store, work, pair, plan, costs["race"]))
+    return result
+
+
+def summarize(costs: dict[str, pd.DataFrame]) -> dict:
+    rand = costs["random"]
+    budget, target = int(rand["fold_epochs"].sum()), float(rand["objective"].min())
+    out = {"random_budget": budget, "random_best": target, "arms": {}}
+    for arm, c in costs.items():
+        out["arms"][arm] = {
+            "trials": len(c),
+            "fold_epochs": int(c["fold_epochs"].sum()),
+            "best_objective": float(c["objective"].min()),
+            "best_oof": float(np.nanmin(c["oof_nrmse"])),
+            "share_to_random_best": share_to_reach(c, target, budget),
+            "race_stopped": int(c["race_stopped"].sum()),
+        }
+    asha, race = out["arms"]["asha"], out["arms"]["race"]
+    out["race_saving"] = 1 - race["fold_epochs"] / asha["fold_epochs"]
+    # Quality-matched: the race arm's fold-epochs to reach the ASHA arm's final best,
+    # against the ASHA arm's own fold-epochs to get there.
+    asha_target = asha["best_objective"]
+    asha_to = share_to_reach(costs["asha"], asha_target, asha["fold_epochs"])
+    race_to = share_to_reach(costs["race"], asha_target, asha["fold_epochs"])
+    out["race_saving_at_asha_best"] = (
+        1 - race_to / asha_to if np.isfinite(race_to) else float("nan")
+    )
+    return out
+
+
+def recheck(args, store: Path, work: Path, pair: int, plan, race: pd.DataFrame) -> dict:
+    """Run the trials racing stopped to the end; count those that would have become the
+    race arm's best."""
+    stopped = race[race["race_stopped"]]
+    if stopped.empty:
+        return {"rechecked": 0, "would_have_won": 0}
+    job = TuneJob(
+        store=str(store),
+        challenge=1,
+        space=args.space,
+        n_trials=len(stopped),
+        n_folds=args.folds,
+        name=f"pair{pair}_recheck",
+        storage_path=str(work / "runs"),
+        max_epochs=args.max_epochs,
+        sampler="random",
+        scheduler="fifo",
+        sampler_seed=2 * pair,
+    )
+    resume = (job.experiment_dir / "optuna_journal.log").exists()
+    run_tune(job, plan, resume=resume, verbose=0, points_to_evaluate=list(stopped["params"]))
+    finished = results_table(job.experiment())
+    best = float(race["objective"][~race["race_stopped"]].min())
+    return {
+        "rechecked": len(finished),
+        "rechecked_best": float(finished["val_nrmse"].min()),
+        "would_have_won": int((finished["val_nrmse"] < best).sum()),
+    }
+
+
+def print_tables(args, results: dict[int, dict]) -> None:
+    print(
+        f"\n{args.subjects} subjects, C1, space {args.space}, {args.trials} trials per arm, "
+        f"{args.folds} folds, max {args.max_epochs} epochs, race confidence "
+        f"{args.race_confidence}"
+    )
+    print(
+        "\n| pair (TPE / random seed) | arm | fold-epochs | best objective | best OOF NRMSE "
+        "| share of random's budget to match its best | stopped by racing |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for pair, r in results.items():
+        for arm, a in r["arms"].items():
+            share = a["share_to_random_best"]
+            print(
+                f"| {pair} ({2 * pair} / {2 * pair + 1}) | {arm} | {a['fold_epochs']} | "
+                f"{a['best_objective']:.4f} | {a['best_oof']:.4f} | "
+                f"{'never' if np.isnan(share) else f'{share:.0%}'} | {a['race_stopped']} |"
+            )
+    print(
+        "\n| pair | race ÷ ASHA fold-epochs | race's saving at ASHA's best | race best − ASHA "
+        "best | stopped trials rerun | would have beaten race's best |"
+    )
+    print("|---|---|---|---|---|---|")
+    for pair, r in results.items():
+        a, c = r["arms"]["asha"], r["arms"]["race"]
+        at = r["race_saving_at_asha_best"]
+        print(
+            f"| {pair} | {c['fold_epochs'] / a['fold_epochs']:.2f} | "
+            f"{'not reached' if np.isnan(at) else f'{at:+.0%}'} | "
+            f"{c['best_objective'] - a['best_objective']:+.4f} | {r.get('rechecked', '–')} | "
+            f"{r.get('would_have_won', '–')} |"
+        )
+    shares = np.array([r["arms"]["asha"]["share_to_random_best"] for r in results.values()])
+    savings = [r["race_saving"] for r in results.values()]
+    met = int((shares <= 0.35).sum())  # NaN (never reached) compares False
+    median = np.median(np.where(np.isnan(shares), np.inf, shares))  # never = worst
+    print(
+        f"\nASHA + TPE reached random's best within 35% of random's budget in {met} of "
+        f"{len(results)} pair(s) (goal: 4 of 5); median share "
+        f"{'never' if np.isinf(median) else f'{median:.0%}'} (a pair where it never did "
+        f"counts as the worst)."
+    )
+    print(
+        f"Racing saved {np.median(savings):.0%} of ASHA + TPE's fold-epochs (median over "
+        f"pairs; goal >= 30% at the same final quality). Pairs where a stopped trial would "
+        f"have beaten the race arm's best: "
+        f"{sum(r.get('would_have_won', 0) > 0 for r in results.values())} (goal <= 1 in 5)."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subjects", type=int, default=12)
-    parser.add_argument("--trials", type=int, default=24)
-    parser.add_argument("--max-epochs", type=int, default=12)
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--first-pair", type=int, default=0)
+    parser.add_argument("--subjects", type=int, default=16)
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--max-epochs", type=int, default=10)
     parser.add_argument("--space", default="softargmax_tcn")
-    parser.add_argument("--folds", type=int, default=2)
-    # Different seeds: with one seed, TPE's random start-up trials would be the random
-    # arm's very draws, and the two arms would not be independent samples.
-    parser.add_argument("--tpe-seed", type=int, default=0)
-    parser.add_argument("--random-seed", type=int, default=1)
+    parser.add_argument("--folds", type=int, default=4)
+    parser.add_argument("--race-confidence", type=float, default=0.95)
+    parser.add_argument("--recheck", action="store_true", help="rerun race-stopped trials")
+    parser.add_argument("--work", default="/tmp/eegtune_search_efficiency")
     args = parser.parse_args()
-    work = synthetic_ccd_store(args.subjects, prefix="eegtune-searcheff-")
+
+    work = Path(args.work)
+    store = work / "store"
+    if not (work / "bids" / "oracle.json").exists():
+        synthesize(
+            SynthOptions(
+                out=work / "bids", n_subjects=args.subjects, tasks=("contrastChangeDetection",)
+            ),
+            progress=False,
+        )
+    prepare([work / "bids"], store, PrepareOptions())
 
     import ray
 
-    arms = {
-        "random": ("random", "fifo", args.random_seed),
-        "asha+tpe": ("tpe", "asha", args.tpe_seed),
-    }
-    costs = {}
+    results: dict[int, dict] = {}
     start_ray(num_cpus=2)
     try:
-        # One trial at a time on the fold pool: a trial's wall time is then its own (not
-        # time queued behind another trial's folds), so its share outside epochs is the
-        # overhead this reports.
+        # One trial at a time on the fold pool: a trial's folds then fill the workers in
+        # fold order, so a trial that loses on its first folds has later ones to skip.
         plan = plan_resources(2, n_folds=args.folds, max_concurrent_trials=1, pool=True)
-        for arm, (sampler, scheduler, seed) in arms.items():
-            job = TuneJob(
-                store=str(work / "store"),
-                challenge=1,
-                space=args.space,
-                n_trials=args.trials,
-                n_folds=args.folds,
-                name=arm.replace("+", "_"),
-                storage_path=str(work / "runs"),
-                max_epochs=args.max_epochs,
-                sampler=sampler,
-                scheduler=scheduler,
-                sampler_seed=seed,
-            )
-            run_tune(job, plan, verbose=0)
-            costs[arm] = trial_costs(job)
+        for pair in range(args.first_pair, args.first_pair + args.pairs):
+            results[pair] = run_pair(args, store, work, pair, plan)
+            (work / f"pair{pair}.json").write_text(json.dumps(results[pair], indent=1))
+            print_tables(args, results)
     finally:
         ray.shutdown()
-
-    rand, asha = costs["random"], costs["asha+tpe"]
-    budget = rand["fold_epochs"].sum()
-    target = rand["objective"].min()
-    spent = asha["fold_epochs"].cumsum()
-    reached = asha.index[asha["objective"] <= target]
-    print(
-        f"{args.subjects} subjects, C1, space {args.space}, {args.trials} trials per arm, "
-        f"{args.folds} folds, max {args.max_epochs} epochs; {plan.describe()}"
-    )
-    print("| arm | trials | fold-epochs | best objective | best OOF NRMSE | overhead |")
-    print("|---|---|---|---|---|---|")
-    for arm, c in costs.items():
-        overhead = 1 - c["epoch_seconds"].sum() / c["wall_seconds"].sum()
-        print(
-            f"| {arm} | {len(c)} | {c['fold_epochs'].sum()} | {c['objective'].min():.4f} | "
-            f"{np.nanmin(c['oof_nrmse']):.4f} | {overhead:.0%} |"
-        )
-    if len(reached):
-        first = reached[0]
-        print(
-            f"ASHA+TPE matched random search's best ({target:.4f}) at its trial "
-            f"{asha.loc[first, 'trial']}, after {spent[first]} of random's {budget} "
-            f"fold-epochs: {spent[first] / budget:.0%} of the budget (goal <= 35%)"
-        )
-    else:
-        print(
-            f"ASHA+TPE did not match random search's best ({target:.4f}) within its "
-            f"{spent.iloc[-1]} fold-epochs ({spent.iloc[-1] / budget:.0%} of random's {budget}); "
-            f"its best was {asha['objective'].min():.4f}"
-        )
 
 
 if __name__ == "__main__":

@@ -92,6 +92,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         max_failures=args.max_failures,
         sampler=args.sampler,
         scheduler=args.scheduler,
+        race_confidence=args.race_confidence,
         fixed=parse_overrides(args.set or []),
         data_mode=args.data_mode,
         device=args.device,
@@ -137,8 +138,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     shown = [
         c for c in ("trial", "status", "val_nrmse", "oof_nrmse", "fold_oof_nrmse") if c in table
     ]
-    params = [c for c in table.columns if c not in (*shown, "trial_dir")]
-    print(table[shown + params].head(args.top).to_string(index=False))
+    params = [c for c in table.columns if c not in (*shown, "trial_dir", "stopped_by")]
+    top = table.head(args.top)
+    print(top[shown + params].to_string(index=False))
+    if "stopped_by" in top:
+        for _, row in top[top["status"] == "STOPPED"].iterrows():
+            print(f"trial {row['trial']} stopped by {row['stopped_by']}")
     print(f"experiment in {job.experiment_uri}")
     return 0
 
@@ -228,7 +233,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
     p.add_argument(
-        "--scheduler", choices=("asha", "fifo"), default="asha", help="fifo: no early stopping"
+        "--scheduler",
+        choices=("asha", "fifo", "race"),
+        default="asha",
+        help="fifo: no early stopping; asha: stop on the pooled figure at rungs; race: ASHA "
+        "plus stopping a trial worse than the rung's leader fold by fold (paired test), "
+        "before its later folds start",
+    )
+    p.add_argument(
+        "--race-confidence",
+        type=float,
+        default=0.95,
+        help="with --scheduler race: how sure the paired test must be that a trial is worse",
     )
     p.add_argument(
         "--set",

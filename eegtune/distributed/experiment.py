@@ -37,7 +37,7 @@ DRIVER = "driver.json"  # per trial folder: the process that drives the trial
 SYNCED = (JOURNAL, JOB_RECORD)
 
 SAMPLERS = ("tpe", "random")
-SCHEDULERS = ("asha", "fifo")
+SCHEDULERS = ("asha", "fifo", "race")
 # What a --resume may change (the data mode too: a bigger cluster may hold in memory what
 # a smaller one streamed).
 RESUMABLE = ("n_trials", "max_failures", "data_mode", "device", "checkpoint_every")
@@ -62,7 +62,10 @@ class TuneJob:
     max_failures: int = 1  # restarts of a trial (and of its lost workers) from its checkpoint
     sampler: str = "tpe"  # "random": the baseline a search is measured against
     sampler_seed: int | None = None  # None: ``seed``, which also drives folds and training
-    scheduler: str = "asha"  # "fifo": every trial runs all its epochs
+    scheduler: str = "asha"  # "fifo": every trial runs all its epochs; "race": ASHA + folds
+    # --scheduler race: the confidence with which a trial must be worse than the rung's
+    # leader, fold by fold, to be stopped (see eegtune.distributed.fold_race).
+    race_confidence: float = 0.95
     # Training settings every trial shares and the space does not search (``--set``).
     fixed: dict[str, Any] = field(default_factory=dict)
     data_mode: str = "auto"  # memory, stream or auto (see eegtune.distributed.memory_plan)
@@ -83,6 +86,8 @@ class TuneJob:
             raise ConfigError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if self.scheduler not in SCHEDULERS:
             raise ConfigError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
+        if not 0.5 <= self.race_confidence < 1:
+            raise ConfigError(f"race confidence must be in [0.5, 1), got {self.race_confidence}")
         if self.challenge not in (1, 2):
             raise ConfigError(f"challenge must be 1 or 2, got {self.challenge}")
         if self.n_folds < 2 or self.n_trials < 0 or self.max_epochs < 1:

@@ -21,6 +21,7 @@ import pandas as pd
 from eegtune import storage
 from eegtune.distributed.experiment import JOURNAL, SYNCED, Experiment
 from eegtune.distributed.fold_pooling import VAL_METRIC
+from eegtune.distributed.fold_race import read_verdict
 from eegtune.training.run_files import read_oof_scores
 
 TRIAL_ID_ATTR = "tune_trial_id"  # Optuna user attribute: the trial's folder under folds/
@@ -73,11 +74,24 @@ def results_table(exp: Experiment, study: Any = None) -> pd.DataFrame:
     study = study if study is not None else load_study(exp)
     rows = []
     for t in study.trials if study is not None else []:
-        oof = _oof_of(exp, t.user_attrs.get(TRIAL_ID_ATTR))
-        status = t.state.name
+        trial_id = t.user_attrs.get(TRIAL_ID_ATTR)
+        oof = _oof_of(exp, trial_id)
+        status, stopped_by = t.state.name, ""
         if status == "COMPLETE" and oof["oof_nrmse"] is None:
-            status = "STOPPED"  # ended by ASHA before its folds wrote their predictions
-        rows.append({"trial": t.number, "status": status, VAL_METRIC: t.value, **t.params, **oof})
+            # Ended by ASHA or by the fold race before its folds wrote their predictions.
+            status = "STOPPED"
+            verdict = read_verdict(exp.trial_uri(trial_id)) if trial_id else None
+            stopped_by = f"race ({verdict['reason']})" if verdict else "asha"
+        rows.append(
+            {
+                "trial": t.number,
+                "status": status,
+                VAL_METRIC: t.value,
+                **t.params,
+                **oof,
+                "stopped_by": stopped_by,
+            }
+        )
     table = pd.DataFrame(rows)
     if table.empty:
         return table

@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from eegtune.distributed.fold_pooling import aggregate_epoch, final_report
+from eegtune.distributed.fold_pooling import VAL_METRIC, aggregate_epoch, final_report
+from eegtune.distributed.fold_race import FoldRacer, Verdict, write_verdict
 
 POLL_SECONDS = 5.0  # the longest a trial waits for an event before asking again
 
@@ -62,8 +63,16 @@ class EpochPooler:
                 return out
             if all(m.get("stopped") for m in per_fold) and self.finished:
                 return out  # past every fold's end: nothing new to report
-            out.append(aggregate_epoch(per_fold))  # type: ignore[arg-type]
+            report = aggregate_epoch(per_fold)  # type: ignore[arg-type]
+            # Every fold-epoch trained so far, the ones past this epoch included: what a
+            # search's budget is counted in (a trial stopped here paid for them too).
+            report["fold_epochs"] = self.fold_epochs
+            out.append(report)
             self.reported += 1
+
+    @property
+    def fold_epochs(self) -> int:
+        return sum(len(epochs) for epochs in self.epochs)
 
     @property
     def finished(self) -> bool:
@@ -75,7 +84,20 @@ class EpochPooler:
             min(epochs.values(), key=lambda m: m["inner_val_rmse"]) if epochs else None
             for epochs in self.epochs
         ]
-        return final_report(bests, [f or {} for f in self.finals], out_dir, max_epochs)
+        final = final_report(bests, [f or {} for f in self.finals], out_dir, max_epochs)
+        return {**final, "fold_epochs": self.fold_epochs}
+
+    def race_report(self, verdict: Verdict, max_epochs: int) -> dict[str, Any]:
+        """The last report of a trial racing stopped: the board's estimate of its pooled
+        figure on every fold, and why it stopped."""
+        return {
+            "epoch": max_epochs + 1,
+            VAL_METRIC: verdict.estimate,
+            "fold_epochs": self.fold_epochs,
+            "stopped_by": "race",
+            "stop_reason": verdict.reason(),
+            "final": True,
+        }
 
 
 def write_trial_config(config: dict[str, Any]) -> None:
@@ -102,9 +124,11 @@ def drive_trial(
     out_dir: str,
     max_epochs: int,
     send: Callable[[dict[str, Any]], None],
+    racer: FoldRacer | None = None,
 ) -> dict[str, Any]:
     """Submit the folds and ``send`` each pooled report as it becomes due; return the
-    final one (also sent)."""
+    final one (also sent). With a ``racer`` (``--scheduler race``), a trial that loses the
+    race cancels its folds (queued ones never start) and ends with the race's report."""
     import ray
 
     pooler = EpochPooler(len(fold_configs))
@@ -114,6 +138,17 @@ def drive_trial(
         events, cursor = ray.get(dispatcher.events.remote(trial_id, cursor, POLL_SECONDS))
         for event in events:
             pooler.add(event)
+        # The race first: a pooled report sent first could have ASHA end the trial before
+        # its stop and reason are recorded.
+        verdict = (
+            racer.check(pooler.epochs, [f is not None for f in pooler.finals]) if racer else None
+        )
+        if verdict is not None:
+            ray.get(dispatcher.cancel.remote(trial_id))
+            write_verdict(out_dir, verdict)
+            final = pooler.race_report(verdict, max_epochs)
+            send(final)
+            return final
         for report in pooler.due():
             send(report)
     final = pooler.final_report(out_dir, max_epochs)

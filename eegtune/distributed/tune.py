@@ -34,6 +34,7 @@ from eegtune.distributed.experiment import (
 )
 from eegtune.distributed.fold_pool import start_pool, stop_pool
 from eegtune.distributed.fold_pooling import VAL_METRIC
+from eegtune.distributed.fold_race import FoldRacer, race_rungs, start_board
 from eegtune.distributed.memory_plan import DataPlan, cluster_memory, plan_data
 from eegtune.distributed.resources import TRIAL_DRIVER_MEMORY, ResourcePlan
 from eegtune.distributed.shared_windows import SharedWindows, share_windows
@@ -49,7 +50,7 @@ from eegtune.distributed.study import (
 )
 from eegtune.distributed.tracking import tracking_callbacks
 from eegtune.distributed.trial_driver import drive_trial, pool_callback, write_trial_config
-from eegtune.errors import ExperimentError
+from eegtune.errors import ConfigError, ExperimentError
 from eegtune.search_spaces import get_space
 from eegtune.training.config import FoldJob, TrainConfig, make_config
 from eegtune.training.data_modes import store_size
@@ -80,9 +81,13 @@ def trial_config(job: TuneJob, exp: Experiment, trial_id: str, sampled: dict[str
 
 def _trainable(job: TuneJob, plan: ResourcePlan, data: DataPlan):
     exp = job.experiment()
+    rungs = race_rungs(job.grace_period, job.max_epochs)
 
     def trial(
-        config: dict[str, Any], windows: SharedWindows | None = None, dispatcher: Any = None
+        config: dict[str, Any],
+        windows: SharedWindows | None = None,
+        dispatcher: Any = None,
+        board: Any = None,
     ) -> None:
         import ray
         from ray import tune
@@ -102,7 +107,10 @@ def _trainable(job: TuneJob, plan: ResourcePlan, data: DataPlan):
             flat = make_config(fold_job, hp)  # flattened once, for Ray
             write_trial_config(flat)
             folds = [{**flat, "fold": k} for k in range(job.n_folds)]
-            drive_trial(dispatcher, trial_id, folds, fold_job.out_dir, job.max_epochs, tune.report)
+            racer = FoldRacer(board, trial_id, rungs) if board is not None else None
+            drive_trial(
+                dispatcher, trial_id, folds, fold_job.out_dir, job.max_epochs, tune.report, racer
+            )
             return
         # Data-parallel folds: a TorchTrainer per trial (imports torch and Ray Train, which
         # a pool trial's driver never needs).
@@ -153,6 +161,11 @@ def run_tune(
     if resume and saved_path.exists():
         check_resume(job, json.loads(saved_path.read_text()))
     split = _fix_split(job, exp, resume)
+    if job.scheduler == "race" and not plan.pool_workers:
+        raise ConfigError(
+            "--scheduler race needs the fold pool (one worker per fold): data-parallel "
+            "folds report only their pooled epochs"
+        )
     if data is None:  # refused here, before anything is written or read, if it cannot fit
         data, plan = plan_experiment_data(job, plan)
     exp.path.mkdir(parents=True, exist_ok=True)
@@ -239,6 +252,9 @@ class _SearchRun:
                     _trainable(job, self.plan, self.data),
                     windows=None if pool else windows,
                     dispatcher=pool[0] if pool else None,
+                    # One board per run: a resumed search races its new trials only
+                    # against each other.
+                    board=start_board(job.race_confidence) if job.scheduler == "race" else None,
                 ),
                 {"CPU": 0, "memory": TRIAL_DRIVER_MEMORY},
             ),
@@ -302,6 +318,8 @@ def _recording(optuna_search: type) -> type:
 
 
 def _scheduler(job: TuneJob):
+    """ASHA over epochs (also under ``race``, whose fold stops come from the trials'
+    drivers, :mod:`.fold_race`), or FIFO."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     # A rung at or after the last epoch would stop trials whose training is over, losing

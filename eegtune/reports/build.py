@@ -81,6 +81,8 @@ def _leaderboard(data: ExperimentData, top: int) -> str:
     if data.table.empty:
         return html.note("no trial has been recorded in this experiment's study")
     shown = ["trial", "status", "val_nrmse", "oof_nrmse", "fold_oof_nrmse", *data.params]
+    if "stopped_by" in data.table and data.table["stopped_by"].head(top).astype(bool).any():
+        shown.append("stopped_by")
     board = data.table[shown].head(top).copy()
     if data.mean_predictor:
         row = {c: None for c in shown}
@@ -93,7 +95,10 @@ def _leaderboard(data: ExperimentData, top: int) -> str:
         "predictor on the same folds last."
     )
     if stopped:
-        caption += f" {stopped} trial(s) ASHA stopped have no out-of-fold figures."
+        caption += (
+            f" {stopped} stopped trial(s) have no out-of-fold figures; the last column says "
+            f"what stopped each (ASHA at a rung, or the fold race and the numbers behind it)."
+        )
     return f"<p>{html.esc(caption)}</p>" + html.table(board)
 
 

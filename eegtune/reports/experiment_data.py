@@ -56,7 +56,10 @@ class ExperimentData:
 
     @property
     def params(self) -> list[str]:
-        known = {"trial", "status", VAL_METRIC, "oof_nrmse", "fold_oof_nrmse", "trial_dir"}
+        known = {
+            "trial", "status", VAL_METRIC, "oof_nrmse", "fold_oof_nrmse", "trial_dir",
+            "stopped_by",
+        }  # fmt: skip
         return [c for c in self.table.columns if c not in known]
 
     @property

@@ -4,11 +4,13 @@ from the study and each trial's saved out-of-fold figures."""
 from __future__ import annotations
 
 import json
+import math
 
 import optuna
 import pandas as pd
 
 from eegtune.distributed.experiment import JOURNAL, TuneJob
+from eegtune.distributed.fold_race import Verdict, write_verdict
 from eegtune.distributed.study import (
     TRIAL_ID_ATTR,
     close_interrupted,
@@ -59,3 +61,20 @@ def test_results_table_reads_each_trials_saved_scores_and_marks_stopped_trials(t
     # ASHA stopped it: Optuna holds its last value, no folds exist.
     assert table.loc[1, "val_nrmse"] == 1.05 and pd.isna(table.loc[1, "oof_nrmse"])
     assert table.loc[1, "trial_dir"] == str(exp.path / "folds" / "stopped1")
+    assert table.loc[1, "stopped_by"] == "asha" and table.loc[0, "stopped_by"] == ""
+
+
+def test_results_table_says_why_racing_stopped_a_trial(tmp_path):
+    exp = _exp(tmp_path)
+    study = optuna.create_study(study_name="x", storage=study_storage(exp))
+    trial = study.ask()
+    trial.set_user_attr(TRIAL_ID_ATTR, "raced")
+    study.tell(trial, 1.2)
+    verdict = Verdict("raced", 3, (0, 1), "leader7", math.log(1.25), 0.01, True, 1.2)
+    (exp.path / "folds" / "raced").mkdir(parents=True)
+    write_verdict(str(exp.path / "folds" / "raced"), verdict)
+    row = results_table(exp).iloc[0]
+    assert row["status"] == "STOPPED"
+    assert row["stopped_by"] == (
+        "race (epoch 3: +25.0% error against leader7 on folds [0, 1] (paired t, one-sided p 0.01))"
+    )

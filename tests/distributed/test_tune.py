@@ -18,14 +18,16 @@ from eegtune.training.folds import store_subjects
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
-def _job(storage, store="s", n_trials=2, name="x", space="softargmax_tcn", **settings) -> TuneJob:
+def _job(
+    storage, store="s", n_trials=2, name="x", space="softargmax_tcn", n_folds=2, **settings
+) -> TuneJob:
     """A 2-fold experiment (softargmax_tcn unless told) on Challenge 1 under ``storage``."""
     return TuneJob(
         store=store,
         challenge=1,
         space=space,
         n_trials=n_trials,
-        n_folds=2,
+        n_folds=n_folds,
         name=name,
         storage_path=str(storage),
         **settings,
@@ -103,3 +105,58 @@ def test_asha_stops_a_trial_that_cannot_learn(prepared_store, tmp_path, local_ra
     epochs = _epochs_reported(job)
     assert epochs[good["lr"]] == job.max_epochs + 1
     assert epochs[bad["lr"]] < job.max_epochs
+
+
+@pytest.mark.timeout(360)
+@pytest.mark.filterwarnings("ignore:Fixed parameter lr with value 30.0 is out of range")
+def test_race_stops_a_losing_trial_before_its_later_folds_start(
+    prepared_store, tmp_path, local_ray
+):
+    job = _job(
+        tmp_path,
+        store=str(prepared_store),
+        name="race",
+        n_folds=3,
+        # Epochs here take a fraction of a second: enough of them, and no stop on patience,
+        # that a trial's first fold cannot end (freeing a worker for its third) before its
+        # second has reported its first epoch.
+        max_epochs=30,
+        fixed={"patience": 30},
+        grace_period=1,
+        seed=0,
+        scheduler="race",
+        # Two folds are all the bad trial gets before its third would start: at 0.5 a
+        # paired test of two folds worse by any margin is enough.
+        race_confidence=0.5,
+    )
+    good = {"lr": 3e-3, "model.loss": "mse", "model.n_filters": 16, "model.n_blocks": 2}
+    bad = {**good, "lr": 30.0}
+    # Three folds on two workers, one trial at a time: a trial's third fold waits in the
+    # pool's queue until one of its first two ends.
+    plan = plan_resources(2, n_folds=3, max_concurrent_trials=1, pool=True)
+    table = run_tune(job, plan, verbose=0, points_to_evaluate=[good, bad])
+    rows = table.set_index("lr")
+    assert rows.loc[good["lr"], "status"] == "COMPLETE" and not rows.loc[good["lr"], "stopped_by"]
+    bad_dir = Path(rows.loc[bad["lr"], "trial_dir"])
+    verdict = json.loads((bad_dir / "race.json").read_text())
+    assert rows.loc[bad["lr"], "status"] == "STOPPED"
+    assert rows.loc[bad["lr"], "stopped_by"] == f"race ({verdict['reason']})"
+    assert verdict["stop"] and verdict["rung"] == 1 and verdict["folds"] == [0, 1]
+    assert verdict["leader"] == Path(rows.loc[good["lr"], "trial_dir"]).name
+    # The searcher was told the board's estimate for all folds, not the two folds' figure.
+    assert rows.loc[bad["lr"], "val_nrmse"] == pytest.approx(verdict["estimate"])
+    # The third fold never started; the first two stopped after an epoch or two.
+    assert not (bad_dir / "fold2").exists()
+    assert not list(bad_dir.glob("fold*/oof.parquet"))
+    last = _last_reports(job)
+    assert last[bad["lr"]]["stopped_by"] == "race"
+    assert last[bad["lr"]]["fold_epochs"] < 2 * job.max_epochs
+    assert last[good["lr"]]["fold_epochs"] == 3 * job.max_epochs  # no patience stop
+
+
+def _last_reports(job: TuneJob) -> dict[float, dict]:
+    last = {}
+    for log in (job.experiment_dir / "ray" / "tune_0").glob("*/result.json"):
+        results = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        last[float(results[0]["config"]["lr"])] = results[-1]
+    return last

@@ -221,9 +221,10 @@ def test_a_stopped_trial_is_listed_not_plotted(finished_experiment, tmp_path):
     parts = sections(page)
     assert parts["c1-header"].facts["trials"] == "2 COMPLETE, 1 STOPPED"
     leaderboard = parts["c1-leaderboard"]
-    assert "1 trial(s) ASHA stopped have no out-of-fold figures" in leaderboard.paragraphs[0]
+    assert "1 stopped trial(s) have no out-of-fold figures" in leaderboard.paragraphs[0]
     (row,) = [r for r in leaderboard.tables[0].records() if r["status"] == "STOPPED"]
     assert row["oof_nrmse"] == row["fold_oof_nrmse"] == "—"
+    assert row["stopped_by"] == "asha"  # no race verdict in its folder
     assert _figures(page)["c1-folds"] == "true"
 
 

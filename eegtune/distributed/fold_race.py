@@ -1,0 +1,205 @@
+"""Fold racing: stop a trial that is worse than the rung's leader on the same folds.
+
+ASHA judges a trial by one number, its pooled inner-validation NRMSE at a rung, and only
+once every fold has reached that rung. The folds carry more than that: a configuration
+worse than the leader on every fold can be dropped with confidence, and one worse on
+average only because of one odd fold should not be. Racing (SMAC's intensification
+across instances, Optuna's ``WilcoxonPruner``) compares configurations instance by
+instance; here the instances are the experiment's subject-grouped folds.
+
+At each rung (the epochs ASHA would use: ``grace``, ``2·grace``, ``4·grace``, … before the
+last epoch) every fold of a trial posts its best inner-validation figures so far to the
+experiment's :class:`RaceBoard`. The board pairs the trial with the rung's leader (the
+rival with the lowest mean log error on the folds the trial has reached) and tests the
+per-fold log ratios ``d_k = log(rmse_trial_k / rmse_leader_k)`` (scale-free: folds differ
+in difficulty) with a one-sided paired t-test. The trial stops when it is worse with the
+confidence the user set and by at least ``margin``. Where folds outnumber the free
+slots, a trial that lost on its first folds never starts its later ones (the fold pool
+drops them from its queue). Every stop is saved with its reason (:func:`write_verdict`)
+for the results table and the report.
+
+ASHA stays on under ``--scheduler race``: racing adds fold-level stops, it does not
+replace the epoch-level ones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from eegtune import storage
+from eegtune.distributed.fold_pooling import SUM_KEYS
+from eegtune.metrics import pooled_nrmse
+
+RACE_VERDICT = "race.json"  # in a trial's run folder: why racing stopped it
+DEFAULT_CONFIDENCE = 0.95
+DEFAULT_MARGIN = 0.01  # a trial less than 1% worse is never stopped: a tie, not a loss
+
+
+def race_rungs(grace_period: int, max_epochs: int) -> list[int]:
+    """Epochs done at which folds race: ASHA's rungs (reduction factor 2), strictly before
+    the last epoch (a stop there would save nothing and lose the trial's predictions)."""
+    rungs, rung = [], max(1, grace_period)
+    while rung < max_epochs:
+        rungs.append(rung)
+        rung *= 2
+    return rungs
+
+
+def paired_test(errors: Sequence[float], leader: Sequence[float]) -> tuple[float, float]:
+    """(mean log ratio, one-sided p) of a paired t-test that ``errors`` exceed ``leader``.
+
+    Fewer than two pairs, or a mean ratio at or below 1, give p = 1; pairs that all differ
+    by the same positive ratio give p = 0 (no spread to doubt them by)."""
+    from scipy import stats
+
+    d = np.log(np.asarray(errors, dtype=float)) - np.log(np.asarray(leader, dtype=float))
+    mean = float(d.mean()) if len(d) else 0.0
+    if len(d) < 2 or mean <= 0:
+        return mean, 1.0
+    sd = float(d.std(ddof=1))
+    if sd == 0.0:
+        return mean, 0.0
+    t = mean / (sd / math.sqrt(len(d)))
+    return mean, float(stats.t.sf(t, len(d) - 1))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The board's judgement of one trial at one rung."""
+
+    trial: str
+    rung: int  # epochs done
+    folds: tuple[int, ...]  # the folds compared
+    leader: str | None  # None: no rival had reached these folds at this rung
+    log_ratio: float  # mean of log(trial / leader) over the folds
+    p_value: float
+    stop: bool
+    # The trial's pooled inner-validation NRMSE on every fold, estimated from the folds it
+    # ran and the leader's: what the searcher is told of a stopped trial (its own pooled
+    # figure on easy folds alone would flatter it).
+    estimate: float
+
+    def reason(self) -> str:
+        if self.leader is None:
+            return f"no rival at epoch {self.rung} yet"
+        return (
+            f"epoch {self.rung}: {math.exp(self.log_ratio) - 1:+.1%} error against "
+            f"{self.leader} on folds {list(self.folds)} (paired t, one-sided p {self.p_value:.3g})"
+        )
+
+
+def _rmse(sums: dict[str, float]) -> float:
+    return math.sqrt(sums["sse"] / sums["n"])
+
+
+class RaceBoard:
+    """Every trial's per-fold figures at every rung; judges a trial against the leader.
+
+    Runs as one Ray actor per experiment (:func:`start_board`), or in process in tests."""
+
+    def __init__(
+        self, confidence: float = DEFAULT_CONFIDENCE, margin: float = DEFAULT_MARGIN
+    ) -> None:
+        if not 0.5 <= confidence < 1:
+            raise ValueError(f"race confidence must be in [0.5, 1), got {confidence}")
+        self.confidence = confidence
+        self.margin = margin
+        # rung -> trial -> fold -> the fold's error sums (n, sse, sum_y, sum_y2)
+        self.scores: dict[int, dict[str, dict[int, dict[str, float]]]] = {}
+
+    def post(self, trial: str, rung: int, fold: int, sums: dict[str, float]) -> Verdict:
+        """Record a fold's figures at a rung; judge the trial on every fold it has there."""
+        self.scores.setdefault(rung, {}).setdefault(trial, {})[fold] = dict(sums)
+        return self.judge(trial, rung)
+
+    def judge(self, trial: str, rung: int) -> Verdict:
+        at_rung = self.scores.get(rung, {})
+        mine = at_rung.get(trial, {})
+        folds = tuple(sorted(mine))
+        own = pooled_nrmse([mine[k] for k in folds]) if folds else float("nan")
+        rivals = {
+            t: s for t, s in at_rung.items() if t != trial and folds and all(k in s for k in folds)
+        }
+        if not rivals:
+            return Verdict(trial, rung, folds, None, 0.0, 1.0, False, own)
+
+        def mean_log(s: dict[int, dict[str, float]]) -> float:
+            return float(np.mean([math.log(_rmse(s[k])) for k in folds]))
+
+        leader = min(rivals, key=lambda t: mean_log(rivals[t]))
+        theirs = rivals[leader]
+        log_ratio, p = paired_test(
+            [_rmse(mine[k]) for k in folds], [_rmse(theirs[k]) for k in folds]
+        )
+        stop = p < 1 - self.confidence and log_ratio >= math.log1p(self.margin)
+        # Fold difficulty corrected by the leader: own(F) × leader(all) / leader(F).
+        leader_all = pooled_nrmse(list(theirs.values()))
+        leader_here = pooled_nrmse([theirs[k] for k in folds])
+        estimate = own * leader_all / leader_here if leader_here > 0 else own
+        return Verdict(trial, rung, folds, leader, log_ratio, p, stop, estimate)
+
+
+def start_board(confidence: float, margin: float = DEFAULT_MARGIN) -> Any:
+    """The experiment's board as a Ray actor (no CPU: it only keeps numbers)."""
+    import ray
+
+    return ray.remote(num_cpus=0)(RaceBoard).remote(confidence, margin)
+
+
+class FoldRacer:
+    """One trial's side of the race: posts each fold's figures as it passes a rung."""
+
+    def __init__(self, board: Any, trial: str, rungs: Sequence[int]) -> None:
+        self.board = board
+        self.trial = trial
+        self.rungs = list(rungs)
+        self.posted: set[tuple[int, int]] = set()  # (rung, fold)
+
+    def check(self, epochs: list[dict[int, dict[str, Any]]], ended: list[bool]) -> Verdict | None:
+        """Post what is new; the first verdict that stops the trial, else None.
+
+        ``epochs[k]`` holds fold k's epoch reports by epoch index; ``ended[k]`` says the fold
+        has finished (early stopping on patience: it keeps its best up to any later rung)."""
+        for rung in self.rungs:
+            for k, reports in enumerate(epochs):
+                if (rung, k) in self.posted or not reports:
+                    continue
+                upto = [m for e, m in reports.items() if e < rung]
+                if max(reports) < rung - 1 and not ended[k]:
+                    continue  # this fold has not reached the rung yet
+                if not upto:
+                    continue
+                best = min(upto, key=lambda m: m["inner_val_rmse"])
+                sums = {key: float(best[f"inner_val_{key}"]) for key in SUM_KEYS}
+                self.posted.add((rung, k))
+                verdict = _call(self.board, "post", self.trial, rung, k, sums)
+                if verdict.stop:
+                    return verdict
+        return None
+
+
+def _call(board: Any, method: str, *args: Any) -> Any:
+    """Call the board, in process or as a Ray actor."""
+    if isinstance(board, RaceBoard):
+        return getattr(board, method)(*args)
+    import ray
+
+    return ray.get(getattr(board, method).remote(*args))
+
+
+def write_verdict(run_dir: str, verdict: Verdict) -> None:
+    storage.write_text(
+        storage.join(run_dir, RACE_VERDICT),
+        json.dumps({**asdict(verdict), "reason": verdict.reason()}, indent=1),
+    )
+
+
+def read_verdict(run_dir: str) -> dict[str, Any] | None:
+    path = storage.join(run_dir, RACE_VERDICT)
+    return json.loads(storage.read_text(path)) if storage.exists(path) else None

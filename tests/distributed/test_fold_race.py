@@ -1,0 +1,183 @@
+"""Fold racing on constructed per-fold results: who is stopped, who is not, and why."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from eegtune.distributed.fold_race import (
+    FoldRacer,
+    RaceBoard,
+    paired_test,
+    race_rungs,
+    read_verdict,
+    write_verdict,
+)
+from eegtune.metrics import pooled_nrmse
+
+
+def sums(rmse: float, n: int = 100, mean: float = 1.0, std: float = 0.5) -> dict[str, float]:
+    """Error sums of ``n`` windows whose targets have ``mean`` and ``std`` and whose
+    predictions are off by ``rmse``."""
+    return {
+        "n": float(n),
+        "sse": rmse**2 * n,
+        "sum_y": mean * n,
+        "sum_y2": (std**2 + mean**2) * n,
+    }
+
+
+def board_with(leader: list[float], confidence: float = 0.95) -> RaceBoard:
+    board = RaceBoard(confidence)
+    for k, e in enumerate(leader):
+        board.post("leader", 3, k, sums(e))
+    return board
+
+
+def post_all(board: RaceBoard, trial: str, errors: list[float], rung: int = 3):
+    verdict = None
+    for k, e in enumerate(errors):
+        verdict = board.post(trial, rung, k, sums(e))
+    return verdict
+
+
+LEADER = [0.40, 0.55, 0.35, 0.60, 0.45]
+
+
+def test_a_trial_worse_on_every_fold_is_stopped():
+    board = board_with(LEADER)
+    worse = [e * r for e, r in zip(LEADER, (1.10, 1.14, 1.08, 1.12, 1.11), strict=True)]
+    verdict = post_all(board, "worse", worse)
+    assert verdict.stop and verdict.leader == "leader"
+    assert verdict.folds == (0, 1, 2, 3, 4)
+    assert verdict.p_value < 0.05
+    assert math.exp(verdict.log_ratio) == pytest.approx(
+        math.exp(np.mean(np.log([1.10, 1.14, 1.08, 1.12, 1.11])))
+    )
+
+
+def test_a_trial_worse_on_one_fold_only_is_not_stopped():
+    board = board_with(LEADER)
+    # Much worse on fold 2, as good elsewhere: worse on average, but by one odd fold.
+    one_odd = [*LEADER[:2], LEADER[2] * 1.6, *LEADER[3:]]
+    verdict = post_all(board, "odd", one_odd)
+    assert verdict.log_ratio > 0.05  # worse on average ...
+    assert not verdict.stop  # ... and kept
+    assert verdict.p_value > 0.05
+
+
+def test_ties_are_not_stopped():
+    board = board_with(LEADER)
+    assert not post_all(board, "tie", list(LEADER)).stop
+    # Worse by the same tiny ratio on every fold (no spread: p = 0) is still a tie.
+    assert not post_all(board, "near", [e * 1.005 for e in LEADER]).stop
+
+
+def test_better_trials_are_never_stopped_and_become_the_leader():
+    board = board_with(LEADER)
+    better = [e * 0.8 for e in LEADER]
+    assert not post_all(board, "better", better).stop
+    worse = [e * 0.9 for e in LEADER]  # better than the old leader, worse than the new one
+    verdict = post_all(board, "third", worse)
+    assert verdict.leader == "better" and verdict.stop
+
+
+def test_the_first_trial_has_no_rival():
+    board = RaceBoard()
+    verdict = board.post("first", 3, 0, sums(0.5))
+    assert verdict.leader is None and not verdict.stop
+    assert "no rival" in verdict.reason()
+
+
+def test_only_rivals_with_the_same_folds_at_the_same_rung_count():
+    board = RaceBoard(confidence=0.5)
+    board.post("other_rung", 6, 0, sums(0.1))
+    board.post("other_rung", 6, 1, sums(0.1))
+    board.post("one_fold", 3, 0, sums(0.1))  # has fold 0 only at rung 3
+    board.post("t", 3, 0, sums(0.5))
+    verdict = board.post("t", 3, 1, sums(0.5))
+    assert verdict.leader is None and not verdict.stop
+
+
+def test_two_folds_are_enough_at_a_low_confidence_but_not_a_high_one():
+    loose, strict = board_with(LEADER[:2], 0.5), board_with(LEADER[:2], 0.99)
+    worse = [LEADER[0] * 1.3, LEADER[1] * 1.1]
+    assert post_all(loose, "t", worse).stop
+    assert not post_all(strict, "t", worse).stop
+
+
+def test_paired_test_is_scipys_one_sided_paired_t_on_log_errors():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a = rng.uniform(0.3, 0.9, size=5)
+        b = a * rng.uniform(0.9, 1.3, size=5)
+        mean, p = paired_test(b, a)
+        expected = stats.ttest_rel(np.log(b), np.log(a), alternative="greater").pvalue
+        if mean > 0:
+            assert p == pytest.approx(expected, rel=1e-9)
+        else:
+            assert p == 1.0
+    assert paired_test([0.5], [0.4]) == (pytest.approx(math.log(1.25)), 1.0)  # one pair
+
+
+def test_the_estimate_corrects_a_stopped_trials_figure_by_the_leaders_folds():
+    board = board_with([0.2, 0.2, 0.8, 0.8])  # folds 0, 1 are the easy ones
+    board.post("t", 3, 0, sums(0.3))
+    verdict = board.post("t", 3, 1, sums(0.3))
+    own = pooled_nrmse([sums(0.3), sums(0.3)])
+    leader_all = pooled_nrmse([sums(e) for e in (0.2, 0.2, 0.8, 0.8)])
+    leader_here = pooled_nrmse([sums(0.2), sums(0.2)])
+    assert verdict.estimate == pytest.approx(own * leader_all / leader_here)
+    assert verdict.estimate > own  # its own figure, on easy folds alone, flattered it
+
+
+def test_race_rungs_are_ashas_before_the_last_epoch():
+    assert race_rungs(3, 12) == [3, 6]
+    assert race_rungs(3, 13) == [3, 6, 12]
+    assert race_rungs(1, 4) == [1, 2]
+    assert race_rungs(5, 5) == []
+
+
+def _epoch(e: int, rmse: float) -> dict:
+    return {
+        "epoch": e,
+        "inner_val_rmse": rmse,
+        **{f"inner_val_{k}": v for k, v in sums(rmse).items()},
+    }
+
+
+def test_the_racer_posts_each_folds_best_so_far_once_per_rung():
+    board = board_with([0.5, 0.5])
+    racer = FoldRacer(board, "t", [2, 4])
+    epochs = [{0: _epoch(0, 0.9)}, {}]
+    assert racer.check(epochs, [False, False]) is None
+    assert racer.posted == set()  # fold 0 has one epoch of two: not at rung 2 yet
+    epochs[0][1] = _epoch(1, 0.95)  # worse than its epoch 0: the best so far is 0.9
+    assert racer.check(epochs, [False, False]) is None
+    assert racer.posted == {(2, 0)}
+    assert board.scores[2]["t"][0]["sse"] == pytest.approx(sums(0.9)["sse"])
+    # Fold 1 stopped on patience after one epoch: it races at every rung with its best.
+    epochs[1][0] = _epoch(0, 0.8)
+    board.post("leader", 2, 1, sums(0.5))
+    board.post("leader", 2, 0, sums(0.5))
+    verdict = racer.check(epochs, [False, True])
+    assert verdict is not None and verdict.stop and verdict.rung == 2
+    assert verdict.folds == (0, 1)
+
+
+def test_a_verdict_is_saved_with_its_reason(tmp_path):
+    board = board_with(LEADER)
+    verdict = post_all(board, "worse", [e * 1.2 for e in LEADER])
+    write_verdict(str(tmp_path), verdict)
+    saved = read_verdict(str(tmp_path))
+    assert saved["stop"] and saved["leader"] == "leader" and saved["folds"] == [0, 1, 2, 3, 4]
+    assert "+20.0% error against leader on folds [0, 1, 2, 3, 4]" in saved["reason"]
+    assert read_verdict(str(tmp_path / "none")) is None
+
+
+def test_confidence_is_checked():
+    with pytest.raises(ValueError, match="confidence"):
+        RaceBoard(confidence=1.0)
