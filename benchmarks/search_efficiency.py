@@ -10,8 +10,10 @@ after the other, through ``eegtune.distributed.tune.run_tune``:
   schedulers are compared on the same first configurations.
 
 The budget is fold-epochs actually trained (every fold-epoch a trial's driver received,
-stopped trials included; the epoch in progress when a fold is cancelled is not counted,
-in every arm alike). The objective is the pooled inner-validation NRMSE the searcher
+stopped trials included). The epoch a running fold is in when its trial stops is not
+counted (its report is refused); that is at most one epoch per running fold and stop,
+and favours the arm that stops more trials, the race arm, by up to two fold-epochs per
+stop on two workers. The objective is the pooled inner-validation NRMSE the searcher
 sees. Per pair it prints each arm's fold-epochs, best objective and best out-of-fold
 NRMSE; the share of random's budget each TPE arm had spent, in trial completion order,
 when it first matched random's best; and what racing saved against ASHA. With
@@ -38,7 +40,7 @@ from eegtune.data.prepare import PrepareOptions, prepare
 from eegtune.data.synthetic import SynthOptions, synthesize
 from eegtune.distributed.resources import plan_resources
 from eegtune.distributed.runtime import start_ray
-from eegtune.distributed.study import TRIAL_ID_ATTR, load_study, results_table
+from eegtune.distributed.study import TRIAL_ID_ATTR, finished_trials, load_study, results_table
 from eegtune.distributed.tune import TuneJob, run_tune
 
 ARMS = {"random": ("random", "fifo"), "asha": ("tpe", "asha"), "race": ("tpe", "race")}
@@ -60,7 +62,6 @@ def trial_costs(job: TuneJob) -> pd.DataFrame:
             {
                 "trial": None if trial is None else trial.number,
                 "trial_id": reports[0]["trial_id"],
-                "completed": reports[-1]["timestamp"],  # one trial at a time here
                 "objective": np.nan if value is None else value,
                 "fold_epochs": max(int(r.get("fold_epochs", 0)) for r in reports),
                 "oof_nrmse": next((r["oof_nrmse"] for r in reports if "oof_nrmse" in r), np.nan),
@@ -68,7 +69,9 @@ def trial_costs(job: TuneJob) -> pd.DataFrame:
                 "params": {} if trial is None else trial.params,
             }
         )
-    return pd.DataFrame(rows).sort_values("completed").reset_index(drop=True)
+    # One trial at a time: trial numbers are the completion order (Tune's timestamps are
+    # whole seconds, and short stopped trials tie on them).
+    return pd.DataFrame(rows).sort_values("trial").reset_index(drop=True)
 
 
 def share_to_reach(arm: pd.DataFrame, target: float, budget: int) -> float:
@@ -152,7 +155,9 @@ def recheck(args, store: Path, work: Path, pair: int, plan, race: pd.DataFrame) 
         sampler_seed=2 * pair,
     )
     resume = (job.experiment_dir / "optuna_journal.log").exists()
-    run_tune(job, plan, resume=resume, verbose=0, points_to_evaluate=list(stopped["params"]))
+    done = finished_trials(job.experiment()) if resume else 0
+    points = list(stopped["params"])[done:]  # a resumed recheck runs only the rest
+    run_tune(job, plan, resume=resume, verbose=0, points_to_evaluate=points or None)
     finished = results_table(job.experiment())
     best = float(race["objective"][~race["race_stopped"]].min())
     return {

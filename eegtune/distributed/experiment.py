@@ -40,7 +40,9 @@ SAMPLERS = ("tpe", "random")
 SCHEDULERS = ("asha", "fifo", "race")
 # What a --resume may change (the data mode too: a bigger cluster may hold in memory what
 # a smaller one streamed).
-RESUMABLE = ("n_trials", "max_failures", "data_mode", "device", "checkpoint_every")
+RESUMABLE = (
+    "n_trials", "max_failures", "data_mode", "device", "checkpoint_every", "race_confidence",
+)  # fmt: skip
 # Settings of the experiment that a --set may not fix: its own flags set them.
 OWN_FLAGS = ("seed", "max_epochs")
 

@@ -98,6 +98,10 @@ def _rmse(sums: dict[str, float]) -> float:
     return math.sqrt(sums["sse"] / sums["n"])
 
 
+def _finite(sums: dict[str, float]) -> bool:
+    return sums["n"] > 0 and math.isfinite(sums["sse"])
+
+
 class RaceBoard:
     """Every trial's per-fold figures at every rung; judges a trial against the leader.
 
@@ -124,9 +128,13 @@ class RaceBoard:
         folds = tuple(sorted(mine))
         own = pooled_nrmse([mine[k] for k in folds]) if folds else float("nan")
         rivals = {
-            t: s for t, s in at_rung.items() if t != trial and folds and all(k in s for k in folds)
+            t: s
+            for t, s in at_rung.items()
+            if t != trial and folds and all(k in s and _finite(s[k]) for k in folds)
         }
-        if not rivals:
+        # A diverged fold (no finite error) is left to ASHA and the searcher: it can
+        # neither lead the race nor be judged in it.
+        if not rivals or not all(_finite(mine[k]) for k in folds):
             return Verdict(trial, rung, folds, None, 0.0, 1.0, False, own)
 
         def mean_log(s: dict[int, dict[str, float]]) -> float:
@@ -166,6 +174,8 @@ class FoldRacer:
 
         ``epochs[k]`` holds fold k's epoch reports by epoch index; ``ended[k]`` says the fold
         has finished (early stopping on patience: it keeps its best up to any later rung)."""
+        if all(ended):
+            return None  # the trial is over: nothing left to save
         for rung in self.rungs:
             for k, reports in enumerate(epochs):
                 if (rung, k) in self.posted or not reports:

@@ -87,11 +87,12 @@ class EpochPooler:
         final = final_report(bests, [f or {} for f in self.finals], out_dir, max_epochs)
         return {**final, "fold_epochs": self.fold_epochs}
 
-    def race_report(self, verdict: Verdict, max_epochs: int) -> dict[str, Any]:
+    def race_report(self, verdict: Verdict) -> dict[str, Any]:
         """The last report of a trial racing stopped: the board's estimate of its pooled
         figure on every fold, and why it stopped."""
+        # No "epoch": ASHA ignores a result without its time attribute; with one past the
+        # last rung it would file this rung-time estimate under its top rung.
         return {
-            "epoch": max_epochs + 1,
             VAL_METRIC: verdict.estimate,
             "fold_epochs": self.fold_epochs,
             "stopped_by": "race",
@@ -140,13 +141,17 @@ def drive_trial(
             pooler.add(event)
         # The race first: a pooled report sent first could have ASHA end the trial before
         # its stop and reason are recorded.
+        # Not once every fold has ended: the trial is over and its predictions are written
+        # (a fold ended on patience posts its later rungs with its final event).
         verdict = (
-            racer.check(pooler.epochs, [f is not None for f in pooler.finals]) if racer else None
+            racer.check(pooler.epochs, [f is not None for f in pooler.finals])
+            if racer and not pooler.finished
+            else None
         )
         if verdict is not None:
             ray.get(dispatcher.cancel.remote(trial_id))
             write_verdict(out_dir, verdict)
-            final = pooler.race_report(verdict, max_epochs)
+            final = pooler.race_report(verdict)
             send(final)
             return final
         for report in pooler.due():

@@ -6,7 +6,9 @@ pooled epochs (:mod:`eegtune.distributed.trial_driver`); with data-parallel fold
 launches one TorchTrainer instead (Ray 2.60's Train V2 rejects ``Tuner(trainer)``). ASHA and
 the sampler see the pooled inner-validation NRMSE; the pooled out-of-fold NRMSE is
 reported at the end of each trial and shown in the results table. ``sampler="random"``
-with ``scheduler="fifo"`` is the plain random search a search is measured against.
+with ``scheduler="fifo"`` is the plain random search a search is measured against;
+``scheduler="race"`` adds fold racing to ASHA (:mod:`eegtune.distributed.fold_race`): the
+trials' drivers stop a trial that loses to the rung's leader fold by fold.
 
 The Optuna study lives in a journal file under the experiment folder, not only in Ray's
 searcher state (``Tuner.restore`` is known to lose OptunaSearch's state, ray#30861): a
@@ -34,7 +36,7 @@ from eegtune.distributed.experiment import (
 )
 from eegtune.distributed.fold_pool import start_pool, stop_pool
 from eegtune.distributed.fold_pooling import VAL_METRIC
-from eegtune.distributed.fold_race import FoldRacer, race_rungs, start_board
+from eegtune.distributed.fold_race import RACE_VERDICT, FoldRacer, race_rungs, start_board
 from eegtune.distributed.memory_plan import DataPlan, cluster_memory, plan_data
 from eegtune.distributed.resources import TRIAL_DRIVER_MEMORY, ResourcePlan
 from eegtune.distributed.shared_windows import SharedWindows, share_windows
@@ -103,6 +105,8 @@ def _trainable(job: TuneJob, plan: ResourcePlan, data: DataPlan):
             "started": time.time(),
         }
         storage.write_text(storage.join(fold_job.out_dir, DRIVER), json.dumps(driver))
+        # A retried trial races afresh: a stop its last driver recorded no longer holds.
+        storage.remove(storage.join(fold_job.out_dir, RACE_VERDICT))
         if dispatcher is not None:  # the experiment's fold pool
             flat = make_config(fold_job, hp)  # flattened once, for Ray
             write_trial_config(flat)

@@ -181,3 +181,14 @@ def test_a_verdict_is_saved_with_its_reason(tmp_path):
 def test_confidence_is_checked():
     with pytest.raises(ValueError, match="confidence"):
         RaceBoard(confidence=1.0)
+
+
+def test_a_diverged_fold_neither_leads_nor_is_judged():
+    nan = {"n": 100.0, "sse": float("nan"), "sum_y": 100.0, "sum_y2": 125.0}
+    board = RaceBoard(confidence=0.5)
+    board.post("diverged", 3, 0, nan)
+    board.post("diverged", 3, 1, sums(0.1))
+    # The diverged trial is no leader: the next trial has no rival and is kept.
+    assert post_all(board, "t", [0.9, 0.9]).leader is None
+    # Nor is it judged (its NaN fold would make every figure NaN): ASHA deals with it.
+    assert not board.judge("diverged", 3).stop

@@ -110,3 +110,81 @@ def test_a_failed_fold_fails_the_trial_with_its_reason():
     pooler = EpochPooler(2)
     with pytest.raises(RuntimeError, match="fold 1 failed: loss is NaN"):
         pooler.add({"fold": 1, "error": "loss is NaN"})
+
+
+class _Calls:
+    """A dispatcher method called in process (``ray.get`` is the identity here)."""
+
+    def __init__(self, fn):
+        self.remote = fn
+
+
+class FakeDispatcher:
+    """Hands out ``batches`` of events one poll at a time; records cancels."""
+
+    def __init__(self, batches: list[list[dict]]) -> None:
+        self.batches, self.cancelled, self.submitted = list(batches), [], []
+        self.submit = _Calls(lambda trial, configs: self.submitted.append(trial))
+        self.cancel = _Calls(lambda trial, forget=False: self.cancelled.append(trial))
+        self.events = _Calls(lambda trial, cursor, timeout: (self.batches.pop(0), cursor + 1))
+
+
+def _raced(monkeypatch, tmp_path, batches, leader=(0.3, 0.3, 0.3)):
+    import ray
+
+    from eegtune.distributed.fold_race import FoldRacer, RaceBoard
+    from eegtune.distributed.trial_driver import drive_trial
+
+    monkeypatch.setattr(ray, "get", lambda ref: ref)
+    board = RaceBoard(confidence=0.5)
+    for k, e in enumerate(leader):
+        board.post("leader", 1, k, _sums(epoch(k, 0, e)))
+    dispatcher, sent = FakeDispatcher(batches), []
+    configs = [{"fold": k} for k in range(3)]
+    final_report = drive_trial(
+        dispatcher, "t", configs, str(tmp_path), 3, sent.append, FoldRacer(board, "t", [1, 2])
+    )
+    return final_report, sent, dispatcher
+
+
+def _sums(event: dict) -> dict:
+    m = event["epoch_metrics"]
+    return {k: m[f"inner_val_{k}"] for k in ("n", "sse", "sum_y", "sum_y2")}
+
+
+def test_a_trial_that_loses_the_race_cancels_its_folds_and_says_why(monkeypatch, tmp_path):
+    import json
+
+    batches = [[epoch(0, 0, 0.9)], [epoch(1, 0, 0.8)], [epoch(2, 0, 0.1)]]
+    report, sent, dispatcher = _raced(monkeypatch, tmp_path, batches)
+    assert dispatcher.cancelled == ["t"]  # fold 2 never started: no event of it was read
+    assert dispatcher.batches == [[epoch(2, 0, 0.1)]]
+    assert sent == [report] and report["stopped_by"] == "race" and report["final"] is True
+    assert "epoch" not in report  # ASHA ignores it (it would file it under its top rung)
+    assert report["fold_epochs"] == 2
+    saved = json.loads((tmp_path / "race.json").read_text())
+    assert saved["folds"] == [0, 1] and saved["leader"] == "leader" and saved["rung"] == 1
+    assert report["stop_reason"] == saved["reason"]
+    assert report[VAL_METRIC] == pytest.approx(saved["estimate"])
+
+
+def test_a_trial_whose_folds_all_ended_is_not_raced(monkeypatch, tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from eegtune.training.run_files import OOF
+
+    for k in range(3):
+        (tmp_path / f"fold{k}").mkdir()
+        y = np.arange(4.0)
+        pd.DataFrame({"target": y, "prediction": y + 0.1, "fold": k}).to_parquet(
+            tmp_path / f"fold{k}" / OOF
+        )
+    # Every fold ran one epoch and stopped (patience), all in one batch, as a retried
+    # driver replays them: worse than the leader, but the trial is over.
+    batches = [[*(epoch(k, 0, 0.9) for k in range(3)), *(final(k) for k in range(3))]]
+    report, sent, dispatcher = _raced(monkeypatch, tmp_path, batches)
+    assert (
+        sent[-1] == report and dispatcher.cancelled == [] and not (tmp_path / "race.json").exists()
+    )
+    assert "stopped_by" not in report and report["epoch"] == 4 and report["oof_nrmse"] > 0
