@@ -227,7 +227,7 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=10)
     parser.add_argument("--space", default="softargmax_tcn")
     parser.add_argument("--folds", type=int, default=4)
-    parser.add_argument("--race-confidence", type=float, default=0.95)
+    parser.add_argument("--race-confidence", type=float, default=0.9)
     parser.add_argument("--recheck", action="store_true", help="rerun race-stopped trials")
     parser.add_argument("--work", default="/tmp/eegtune_search_efficiency")
     args = parser.parse_args()

@@ -243,7 +243,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--race-confidence",
         type=float,
-        default=0.95,
+        default=0.9,
         help="with --scheduler race: how sure the paired test must be that a trial is worse",
     )
     p.add_argument(

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from eegtune import storage
+from eegtune.distributed.fold_race import DEFAULT_CONFIDENCE
 from eegtune.errors import ConfigError, ExperimentError
 from eegtune.training.run_files import member_file
 
@@ -67,7 +68,7 @@ class TuneJob:
     scheduler: str = "asha"  # "fifo": every trial runs all its epochs; "race": ASHA + folds
     # --scheduler race: the confidence with which a trial must be worse than the rung's
     # leader, fold by fold, to be stopped (see eegtune.distributed.fold_race).
-    race_confidence: float = 0.95
+    race_confidence: float = DEFAULT_CONFIDENCE
     # Training settings every trial shares and the space does not search (``--set``).
     fixed: dict[str, Any] = field(default_factory=dict)
     data_mode: str = "auto"  # memory, stream or auto (see eegtune.distributed.memory_plan)

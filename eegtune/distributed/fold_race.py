@@ -37,7 +37,7 @@ from eegtune.distributed.fold_pooling import SUM_KEYS
 from eegtune.metrics import pooled_nrmse
 
 RACE_VERDICT = "race.json"  # in a trial's run folder: why racing stopped it
-DEFAULT_CONFIDENCE = 0.95
+DEFAULT_CONFIDENCE = 0.9
 DEFAULT_MARGIN = 0.01  # a trial less than 1% worse is never stopped: a tie, not a loss
 
 
