@@ -97,7 +97,7 @@ def experiment_candidates(exp: Experiment) -> list[Candidate]:
     done = table[table["status"] == "COMPLETE"] if not table.empty else table
     if done.empty:
         raise EnsembleError(f"{exp.path} has no COMPLETE trial to build an ensemble from")
-    skip = ("trial", "status", "trial_dir", "oof_nrmse")
+    skip = ("trial", "status", "trial_dir", "oof_nrmse", "stopped_by")
     return [
         Candidate(
             experiment=exp.name,
