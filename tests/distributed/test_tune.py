@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 def _job(
     storage, store="s", n_trials=2, name="x", space="softargmax_tcn", n_folds=2, **settings
 ) -> TuneJob:
-    """A 2-fold experiment (softargmax_tcn unless told) on Challenge 1 under ``storage``."""
+    """An experiment (2 folds and softargmax_tcn unless told) on Challenge 1 under ``storage``."""
     return TuneJob(
         store=store,
         challenge=1,
