@@ -38,6 +38,7 @@ import pandas as pd
 
 from eegtune.data.prepare import PrepareOptions, prepare
 from eegtune.data.synthetic import SynthOptions, synthesize
+from eegtune.distributed.experiment import JOURNAL
 from eegtune.distributed.resources import plan_resources
 from eegtune.distributed.runtime import start_ray
 from eegtune.distributed.study import TRIAL_ID_ATTR, finished_trials, load_study, results_table
@@ -82,26 +83,41 @@ def share_to_reach(arm: pd.DataFrame, target: float, budget: int) -> float:
     return float(spent[reached[0]] / budget) if len(reached) else float("nan")
 
 
+def _job(args, store: Path, work: Path, name: str, **settings) -> TuneJob:
+    """One arm's (or the recheck's) experiment on the study's store, folds and epochs."""
+    return TuneJob(
+        store=str(store),
+        challenge=1,
+        space=args.space,
+        n_folds=args.folds,
+        name=name,
+        storage_path=str(work / "runs"),
+        max_epochs=args.max_epochs,
+        **settings,
+    )
+
+
+def _started(job: TuneJob) -> bool:
+    """Whether an earlier run of the study began this experiment (then it resumes)."""
+    return (job.experiment_dir / JOURNAL).exists()
+
+
 def run_pair(args, store: Path, work: Path, pair: int, plan) -> dict:
     tpe_seed, random_seed = 2 * pair, 2 * pair + 1
     costs: dict[str, pd.DataFrame] = {}
     for arm, (sampler, scheduler) in ARMS.items():
-        job = TuneJob(
-            store=str(store),
-            challenge=1,
-            space=args.space,
+        job = _job(
+            args,
+            store,
+            work,
+            f"pair{pair}_{arm}",
             n_trials=args.trials,
-            n_folds=args.folds,
-            name=f"pair{pair}_{arm}",
-            storage_path=str(work / "runs"),
-            max_epochs=args.max_epochs,
             sampler=sampler,
             scheduler=scheduler,
             sampler_seed=random_seed if arm == "random" else tpe_seed,
             race_confidence=args.race_confidence,
         )
-        resume = (job.experiment_dir / "optuna_journal.log").exists()
-        run_tune(job, plan, resume=resume, verbose=0)
+        run_tune(job, plan, resume=_started(job), verbose=0)
         costs[arm] = trial_costs(job)
     result = summarize(costs)
     if args.recheck:
@@ -141,20 +157,17 @@ def recheck(args, store: Path, work: Path, pair: int, plan, race: pd.DataFrame) 
     stopped = race[race["race_stopped"]]
     if stopped.empty:
         return {"rechecked": 0, "would_have_won": 0}
-    job = TuneJob(
-        store=str(store),
-        challenge=1,
-        space=args.space,
+    job = _job(
+        args,
+        store,
+        work,
+        f"pair{pair}_recheck",
         n_trials=len(stopped),
-        n_folds=args.folds,
-        name=f"pair{pair}_recheck",
-        storage_path=str(work / "runs"),
-        max_epochs=args.max_epochs,
         sampler="random",
         scheduler="fifo",
         sampler_seed=2 * pair,
     )
-    resume = (job.experiment_dir / "optuna_journal.log").exists()
+    resume = _started(job)
     done = finished_trials(job.experiment()) if resume else 0
     points = list(stopped["params"])[done:]  # a resumed recheck runs only the rest
     run_tune(job, plan, resume=resume, verbose=0, points_to_evaluate=points or None)
