@@ -6,6 +6,7 @@
       tune_job.json              the settings (TuneJob), the resource and data plans
       optuna_journal.log         the Optuna study: every trial's parameters and values
       folds.json                 the subjects of each fold, drawn once (a resume checks it)
+      race_board.json            --scheduler race: every trial's per-fold figures per rung
       folds/<trial id>/          one trial's run folder (see eegtune.training.run_files)
       finalists/<trial id>_seed<S>/   a top trial retrained with another seed
       ray/, train/               Ray Tune's and Ray Train's own state
@@ -20,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ SPLIT_FILE = "folds.json"
 TRIALS = "folds"  # trials' run folders, named by Tune trial id
 FINALISTS = "finalists"
 DRIVER = "driver.json"  # per trial folder: the process that drives the trial
+TUNE_RESULTS = "ray/tune_*/*/result.json"  # Ray Tune's reports, one file per trial and run
 # What lives on the driver's disk while a search runs; with a URI, copied both ways.
 SYNCED = (JOURNAL, JOB_RECORD)
 
@@ -241,8 +244,11 @@ class Experiment:
 
 
 def experiment_file(relative: str) -> bool:
-    """The record, and the member files under ``folds/<trial>/`` and ``finalists/<run>/``."""
+    """The record, Tune's per-trial reports (what each trial spent), and the member files
+    under ``folds/<trial>/`` and ``finalists/<run>/``."""
     if relative in SYNCED or relative == SPLIT_FILE:
+        return True
+    if relative.count("/") == TUNE_RESULTS.count("/") and fnmatchcase(relative, TUNE_RESULTS):
         return True
     top, _, rest = relative.partition("/")
     run, _, inside = rest.partition("/")

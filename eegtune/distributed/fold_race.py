@@ -16,7 +16,9 @@ in difficulty) with a one-sided paired t-test. The trial stops when it is worse 
 confidence the user set and by at least ``margin``. Where folds outnumber the free
 slots, a trial that lost on its first folds never starts its later ones (the fold pool
 drops them from its queue). Every stop is saved with its reason (:func:`write_verdict`)
-for the results table and the report.
+for the results table and the report. The board saves what it was posted to the
+experiment's ``race_board.json`` after every post, so a resumed search races its new
+trials against the earlier ones too.
 
 ASHA stays on under ``--scheduler race``: racing adds fold-level stops, it does not
 replace the epoch-level ones.
@@ -37,6 +39,7 @@ from eegtune.distributed.fold_pooling import SUM_KEYS
 from eegtune.metrics import pooled_nrmse
 
 RACE_VERDICT = "race.json"  # in a trial's run folder: why racing stopped it
+RACE_BOARD = "race_board.json"  # in the experiment's folder: every post, for a resume
 DEFAULT_CONFIDENCE = 0.9
 DEFAULT_MARGIN = 0.01  # a trial less than 1% worse is never stopped: a tie, not a loss
 
@@ -105,21 +108,32 @@ def _finite(sums: dict[str, float]) -> bool:
 class RaceBoard:
     """Every trial's per-fold figures at every rung; judges a trial against the leader.
 
-    Runs as one Ray actor per experiment (:func:`start_board`), or in process in tests."""
+    Runs as one Ray actor per experiment (:func:`start_board`), or in process in tests.
+    With a ``record`` (a file or URI), it starts from the posts saved there and saves every
+    new one, so the trials of an interrupted run stay in the race after ``--resume``."""
 
     def __init__(
-        self, confidence: float = DEFAULT_CONFIDENCE, margin: float = DEFAULT_MARGIN
+        self,
+        confidence: float = DEFAULT_CONFIDENCE,
+        margin: float = DEFAULT_MARGIN,
+        record: str | None = None,
     ) -> None:
         if not 0.5 <= confidence < 1:
             raise ValueError(f"race confidence must be in [0.5, 1), got {confidence}")
         self.confidence = confidence
         self.margin = margin
+        self.record = record
         # rung -> trial -> fold -> the fold's error sums (n, sse, sum_y, sum_y2)
-        self.scores: dict[int, dict[str, dict[int, dict[str, float]]]] = {}
+        self.scores: dict[int, dict[str, dict[int, dict[str, float]]]] = (
+            read_board(record) if record else {}
+        )
 
     def post(self, trial: str, rung: int, fold: int, sums: dict[str, float]) -> Verdict:
         """Record a fold's figures at a rung; judge the trial on every fold it has there."""
         self.scores.setdefault(rung, {}).setdefault(trial, {})[fold] = dict(sums)
+        if self.record:
+            # Whole-file rewrite: a few numbers per trial, fold and rung, posted per rung.
+            storage.write_text(self.record, json.dumps(self.scores))
         return self.judge(trial, rung)
 
     def judge(self, trial: str, rung: int) -> Verdict:
@@ -153,11 +167,35 @@ class RaceBoard:
         return Verdict(trial, rung, folds, leader, log_ratio, p, stop, estimate)
 
 
-def start_board(confidence: float, margin: float = DEFAULT_MARGIN) -> Any:
+def start_board(
+    confidence: float, margin: float = DEFAULT_MARGIN, record: str | None = None
+) -> Any:
     """The experiment's board as a Ray actor (no CPU: it only keeps numbers)."""
     import ray
 
-    return ray.remote(num_cpus=0)(RaceBoard).remote(confidence, margin)
+    return ray.remote(num_cpus=0)(RaceBoard).remote(confidence, margin, record)
+
+
+def read_board(record: str) -> dict[int, dict[str, dict[int, dict[str, float]]]]:
+    """The posts saved at ``record`` (none if it does not exist yet), keys typed back."""
+    if not storage.exists(record):
+        return {}
+    try:
+        saved = json.loads(storage.read_text(record))
+        return {
+            int(rung): {
+                trial: {
+                    int(k): {key: float(v) for key, v in sums.items()} for k, sums in folds.items()
+                }
+                for trial, folds in trials.items()
+            }
+            for rung, trials in saved.items()
+        }
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise ValueError(
+            f"{record}: not a race board ({exc}); remove it to race the resumed trials "
+            f"only against each other"
+        ) from exc
 
 
 class FoldRacer:

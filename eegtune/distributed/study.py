@@ -14,12 +14,13 @@ loses at most the trial that was finishing.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pandas as pd
 
 from eegtune import storage
-from eegtune.distributed.experiment import JOURNAL, SYNCED, Experiment
+from eegtune.distributed.experiment import JOURNAL, SYNCED, TUNE_RESULTS, Experiment
 from eegtune.distributed.fold_pooling import VAL_METRIC
 from eegtune.distributed.fold_race import read_verdict
 from eegtune.training.run_files import read_oof_scores
@@ -108,6 +109,25 @@ def _oof_of(exp: Experiment, trial_id: str | None) -> dict[str, Any]:
         "fold_oof_nrmse": ([round(x, 4) for x in scores["fold_oof_nrmse"]] if scores else None),
         "trial_dir": str(exp.trial_dir(trial_id)),
     }
+
+
+def fold_epochs_spent(exp: Experiment) -> dict[str, int]:
+    """Per Tune trial id: the fold-epochs its folds trained, the largest ``fold_epochs``
+    its reports carry. The fold pool counts every fold's epochs: those of a trial racing
+    stopped on its first folds, and those a fold ran past its trial's last pooled report
+    before ASHA stopped it. Trials whose reports carry no count (data-parallel folds) are
+    left out."""
+    spent: dict[str, int] = {}
+    for path in sorted(exp.path.glob(TUNE_RESULTS)):
+        for line in path.read_text().splitlines():
+            try:
+                report = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by an interrupted run
+            if "fold_epochs" in report and "trial_id" in report:
+                trial = str(report["trial_id"])
+                spent[trial] = max(spent.get(trial, 0), int(report["fold_epochs"]))
+    return spent
 
 
 def pull_journal(exp: Experiment) -> None:

@@ -36,7 +36,14 @@ from eegtune.distributed.experiment import (
 )
 from eegtune.distributed.fold_pool import start_pool, stop_pool
 from eegtune.distributed.fold_pooling import VAL_METRIC
-from eegtune.distributed.fold_race import RACE_VERDICT, FoldRacer, race_rungs, start_board
+from eegtune.distributed.fold_race import (
+    RACE_BOARD,
+    RACE_VERDICT,
+    FoldRacer,
+    race_rungs,
+    read_board,
+    start_board,
+)
 from eegtune.distributed.memory_plan import DataPlan, cluster_memory, plan_data
 from eegtune.distributed.resources import TRIAL_DRIVER_MEMORY, ResourcePlan
 from eegtune.distributed.shared_windows import SharedWindows, share_windows
@@ -256,9 +263,7 @@ class _SearchRun:
                     _trainable(job, self.plan, self.data),
                     windows=None if pool else windows,
                     dispatcher=pool[0] if pool else None,
-                    # One board per run: a resumed search races its new trials only
-                    # against each other.
-                    board=start_board(job.race_confidence) if job.scheduler == "race" else None,
+                    board=self._board(),
                 ),
                 {"CPU": 0, "memory": TRIAL_DRIVER_MEMORY},
             ),
@@ -280,6 +285,21 @@ class _SearchRun:
             ),
         )
         tuner.fit()
+
+    def _board(self) -> Any:
+        """Under ``race``, the experiment's race board, holding the posts of the runs
+        before this one (a resume races its new trials against the earlier ones)."""
+        if self.job.scheduler != "race":
+            return None
+        record = storage.join(self.job.experiment_uri, RACE_BOARD)
+        try:
+            earlier = read_board(record)  # refused here, not in the actor, if unreadable
+        except ValueError as exc:
+            raise ExperimentError(str(exc)) from exc
+        if earlier and self.verbose:
+            trials = {t for at_rung in earlier.values() for t in at_rung}
+            print(f"race: {len(trials)} earlier trial(s) stay in the race ({record})")
+        return start_board(self.job.race_confidence, record=record)
 
 
 def _fix_split(job: TuneJob, exp: Experiment, resume: bool) -> dict:

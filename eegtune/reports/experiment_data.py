@@ -17,7 +17,12 @@ import pandas as pd
 
 from eegtune.distributed.experiment import Experiment
 from eegtune.distributed.fold_pooling import VAL_METRIC
-from eegtune.distributed.study import load_study, results_table
+from eegtune.distributed.study import (
+    TRIAL_ID_ATTR,
+    fold_epochs_spent,
+    load_study,
+    results_table,
+)
 from eegtune.ensembles.candidates import open_experiment
 from eegtune.ensembles.errors import EnsembleError
 from eegtune.ensembles.nested import OOFRows, nested_mean_predictor
@@ -81,7 +86,7 @@ def load_experiment(location: str | Path, top: int = 5) -> ExperimentData:
         experiment=exp,
         study=study,
         table=table,
-        trials=_trial_frame(study, exp.max_epochs, exp.n_folds),
+        trials=_trial_frame(study, exp.max_epochs, exp.n_folds, fold_epochs_spent(exp)),
     )
     for _, row in data.complete.head(top).iterrows():
         data.oof[int(row["trial"])] = oof_frame(row["trial_dir"], exp.n_folds)
@@ -90,16 +95,23 @@ def load_experiment(location: str | Path, top: int = 5) -> ExperimentData:
     return data
 
 
-def _trial_frame(study, max_epochs: int, n_folds: int) -> pd.DataFrame:
-    """Per Optuna trial: state, objective, wall seconds and the epochs it reported.
+def _trial_frame(
+    study, max_epochs: int, n_folds: int, spent: dict[str, int] | None = None
+) -> pd.DataFrame:
+    """Per Optuna trial: state, objective, wall seconds, the epochs it reported and the
+    fold-epochs it trained.
 
     Tune reports every epoch and, for a trial that finished, one final result after them:
-    the epochs are the reports up to ``max_epochs``.
+    the epochs are the reports up to ``max_epochs``. The fold-epochs are the fold pool's
+    own count (``spent``, by Tune trial id) where the trial's reports carry one, else
+    epochs × folds (data-parallel folds train every fold to each reported epoch).
     """
+    spent = spent or {}
     rows = []
     for t in study.trials:
         start, end = t.datetime_start, t.datetime_complete
         epochs = min(len(t.intermediate_values), max_epochs)
+        fold_epochs = spent.get(str(t.user_attrs.get(TRIAL_ID_ATTR)), epochs * n_folds)
         rows.append(
             {
                 "number": t.number,
@@ -109,7 +121,7 @@ def _trial_frame(study, max_epochs: int, n_folds: int) -> pd.DataFrame:
                 "finished": end,
                 "seconds": (end - start).total_seconds() if start and end else np.nan,
                 "epochs": epochs,
-                "fold_epochs": epochs * n_folds,
+                "fold_epochs": fold_epochs,
             }
         )
     return pd.DataFrame(rows)

@@ -116,6 +116,9 @@ def test_a_mirror_fetches_the_record_and_member_files_only():
     for member in ("config.json", "oof_scores.json", "fold0/oof.parquet", "fold3/checkpoint.pt",
                    "fold1/metrics.json"):  # fmt: skip
         assert experiment_file(f"folds/abc/{member}") and experiment_file(f"finalists/a/{member}")
+    # Tune's per-trial reports: what each trial spent, for the report.
+    assert experiment_file("ray/tune_0/trial_1_abc/result.json")
     for other in ("ray/tune_0/x.json", "folds/abc/fold0/training_state.pt", "folds/abc/driver.json",
-                  "train/x/checkpoint.pt", "folds/config.json"):  # fmt: skip
+                  "train/x/checkpoint.pt", "folds/config.json", "ray/tune_0/result.json",
+                  "ray/tune_0/a/b/result.json", "ray/tune_0/a/params.json"):  # fmt: skip
         assert not experiment_file(other)

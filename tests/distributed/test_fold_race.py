@@ -192,3 +192,26 @@ def test_a_diverged_fold_neither_leads_nor_is_judged():
     assert post_all(board, "t", [0.9, 0.9]).leader is None
     # Nor is it judged (its NaN fold would make every figure NaN): ASHA deals with it.
     assert not board.judge("diverged", 3).stop
+
+
+def test_a_saved_board_keeps_the_earlier_runs_trials_in_the_race(tmp_path):
+    record = str(tmp_path / "race_board.json")
+    first_run = RaceBoard(0.95, record=record)
+    for k, e in enumerate(LEADER):
+        first_run.post("leader", 3, k, sums(e))
+    # A resumed search's board: the earlier leader is still there to lose against.
+    resumed = RaceBoard(0.95, record=record)
+    assert resumed.scores == first_run.scores
+    worse = [e * r for e, r in zip(LEADER, (1.10, 1.14, 1.08, 1.12, 1.11), strict=True)]
+    verdict = post_all(resumed, "worse", worse)
+    assert verdict.stop and verdict.leader == "leader"
+    # Without the record the new trial would have had no rival at all.
+    assert not post_all(RaceBoard(0.95), "worse", worse).stop
+    assert "worse" in RaceBoard(0.95, record=record).scores[3]
+
+
+def test_an_unreadable_board_names_its_file(tmp_path):
+    record = tmp_path / "race_board.json"
+    record.write_text("[1, 2")
+    with pytest.raises(ValueError, match=r"race_board\.json: not a race board"):
+        RaceBoard(record=str(record))

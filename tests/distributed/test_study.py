@@ -15,6 +15,7 @@ from eegtune.distributed.study import (
     TRIAL_ID_ATTR,
     close_interrupted,
     finished_trials,
+    fold_epochs_spent,
     results_table,
     study_storage,
 )
@@ -78,3 +79,23 @@ def test_results_table_says_why_racing_stopped_a_trial(tmp_path):
     assert row["stopped_by"] == (
         "race (epoch 3: +25.0% error against leader7 on folds [0, 1] (paired t, one-sided p 0.01))"
     )
+
+
+def test_fold_epochs_spent_is_the_pools_count_from_every_runs_reports(tmp_path):
+    exp = _exp(tmp_path)
+
+    def reports(run: str, trial: str, *lines: dict | str) -> None:
+        folder = exp.path / "ray" / run / f"trial_{trial}"
+        folder.mkdir(parents=True)
+        text = [line if isinstance(line, str) else json.dumps(line) for line in lines]
+        (folder / "result.json").write_text("\n".join(text) + "\n")
+
+    # Epoch reports, then the final one with the same count.
+    reports("tune_0", "a", {"trial_id": "a", "fold_epochs": 2}, {"trial_id": "a", "fold_epochs": 6},
+            {"trial_id": "a", "fold_epochs": 6, "oof_nrmse": 0.8})  # fmt: skip
+    # Raced on its first two folds: 3 fold-epochs, fewer than epochs × folds.
+    reports("tune_0", "b", {"trial_id": "b", "fold_epochs": 3, "stopped_by": "race"})
+    # A data-parallel trial carries no count; a line cut short by an interrupt is skipped.
+    reports("tune_0", "c", {"trial_id": "c", "epoch": 0}, '{"trial_id": "c", "fold_ep')
+    reports("tune_1", "d", {"trial_id": "d", "fold_epochs": 7}, '{"trial_id": "d", "fold_ep')
+    assert fold_epochs_spent(exp) == {"a": 6, "b": 3, "d": 7}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def _epochs_reported(job: TuneJob) -> dict[float, float]:
     """Each Tune trial's last reported epoch, by its learning rate, from Tune's own log of
     every result it received (one JSON line per report in each trial's result.json)."""
     last = {}
-    for log in (job.experiment_dir / "ray" / "tune_0").glob("*/result.json"):
+    for log in (job.experiment_dir / "ray").glob("tune_*/*/result.json"):
         results = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         last[float(results[0]["config"]["lr"])] = max(float(r["epoch"]) for r in results)
     return last
@@ -116,6 +117,7 @@ def test_race_stops_a_losing_trial_before_its_later_folds_start(
     job = _job(
         tmp_path,
         store=str(prepared_store),
+        n_trials=1,
         name="race",
         n_folds=3,
         # Epochs here take a fraction of a second: enough of them, and no stop on patience,
@@ -135,7 +137,11 @@ def test_race_stops_a_losing_trial_before_its_later_folds_start(
     # Three folds on two workers, one trial at a time: a trial's third fold waits in the
     # pool's queue until one of its first two ends.
     plan = plan_resources(2, n_folds=3, max_concurrent_trials=1, pool=True)
-    table = run_tune(job, plan, verbose=0, points_to_evaluate=[good, bad])
+    run_tune(job, plan, verbose=0, points_to_evaluate=[good])
+    # The bad trial comes in a resumed run: it can only lose to the good one if the race
+    # board kept the first run's posts.
+    job = dataclasses.replace(job, n_trials=2)
+    table = run_tune(job, plan, verbose=0, resume=True, points_to_evaluate=[bad])
     rows = table.set_index("lr")
     assert rows.loc[good["lr"], "status"] == "COMPLETE" and not rows.loc[good["lr"], "stopped_by"]
     bad_dir = Path(rows.loc[bad["lr"], "trial_dir"])
@@ -158,7 +164,7 @@ def test_race_stops_a_losing_trial_before_its_later_folds_start(
 
 def _last_reports(job: TuneJob) -> dict[float, dict]:
     last = {}
-    for log in (job.experiment_dir / "ray" / "tune_0").glob("*/result.json"):
+    for log in (job.experiment_dir / "ray").glob("tune_*/*/result.json"):
         results = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         last[float(results[0]["config"]["lr"])] = results[-1]
     return last

@@ -278,3 +278,21 @@ def test_cli_writes_the_page_and_refuses_a_folder_that_is_no_experiment(
     assert main(["report", "--experiment", str(tmp_path), "--out", str(tmp_path / "x.html")]) == 2
     assert "is not an eegtune tune experiment" in capsys.readouterr().err
     assert not (tmp_path / "x.html").exists()
+
+
+def test_a_trials_fold_epochs_are_the_pools_count_where_its_reports_carry_one():
+    import optuna
+
+    from eegtune.distributed.study import TRIAL_ID_ATTR
+    from eegtune.reports.experiment_data import _trial_frame
+
+    study = optuna.create_study()
+    for trial_id, epochs in (("raced", 3), ("data_parallel", 2)):
+        trial = study.ask()
+        trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
+        for e in range(epochs):
+            trial.report(1.0, e)
+        study.tell(trial, 1.0)
+    # 4 folds: the raced trial trained 3 epochs on 2 of them and never started the rest.
+    frame = _trial_frame(study, max_epochs=10, n_folds=4, spent={"raced": 6})
+    assert list(frame["fold_epochs"]) == [6, 2 * 4]
