@@ -13,6 +13,10 @@ on Challenge 2 it is never worse than the mean predictor, nested.
 
     .venv/bin/python benchmarks/ensemble_gain.py --subjects 24 --trials 12 --work /tmp/ens_bench
 
+A zoo: ``--c1-space softargmax_tcn,dense_attention:8`` runs one search per architecture
+(``:N`` sets that search's trials, default ``--trials``) on the same store and folds, and
+pools their trials as the ensemble's candidates.
+
 ``--work`` keeps the data and experiments, so a rerun resumes the searches.
 """
 
@@ -69,26 +73,30 @@ def main() -> None:
     ):
         if challenge not in wanted:
             continue
-        job = TuneJob(
-            store=str(store),
-            challenge=challenge,
-            space=space,
-            n_trials=args.trials,
-            n_folds=args.folds,
-            name=f"c{challenge}_{space}",
-            storage_path=str(work / "runs"),
-            max_epochs=epochs,
-            seed=args.seed,
-            scheduler="fifo",
-        )
+        jobs = [
+            TuneJob(
+                store=str(store),
+                challenge=challenge,
+                space=name,
+                n_trials=n_trials,
+                n_folds=args.folds,
+                name=f"c{challenge}_{name}",
+                storage_path=str(work / "runs"),
+                max_epochs=epochs,
+                seed=args.seed,
+                scheduler="fifo",
+            )
+            for name, n_trials in _spaces(space, args.trials)
+        ]
         t1 = time.perf_counter()
-        resume = job.experiment_dir.exists()
-        run_tune(job, plan_resources(2, n_folds=args.folds), resume=resume, verbose=0)
+        for job in jobs:
+            resume = job.experiment_dir.exists()
+            run_tune(job, plan_resources(2, n_folds=args.folds), resume=resume, verbose=0)
         t_search = time.perf_counter() - t1
         t2 = time.perf_counter()
         result = build_ensemble(
             EnsembleRequest(
-                experiments=(str(job.experiment_dir),),
+                experiments=tuple(str(job.experiment_dir) for job in jobs),
                 challenge=challenge,
                 out=str(work / f"ens_c{challenge}"),
                 method=args.method,
@@ -97,9 +105,11 @@ def main() -> None:
             ),
             log=lambda _: None,
         )
-        # What the recipe cost to train: every fold-epoch of the search and the finalists.
+        # What the recipe cost to train: every fold-epoch of the searches and the finalists.
         fold_epochs = sum(
-            _epochs_trained(p) for p in (work / "runs" / job.name).glob("**/fold*/metrics.json")
+            _epochs_trained(p)
+            for job in jobs
+            for p in (work / "runs" / job.name).glob("**/fold*/metrics.json")
         )
         floor = oracle[f"challenge{challenge}"]["nrmse_floor"]
         print(f"\n## Challenge {challenge}: {space}, {len(result.candidates)} complete trials")
@@ -143,6 +153,15 @@ def main() -> None:
     )
     print("|---|---|---|---|---|")
     print("\n".join(shipped_rows))
+
+
+def _spaces(spec: str, default_trials: int) -> list[tuple[str, int]]:
+    """``"a,b:8"`` -> [("a", default_trials), ("b", 8)]: one search per space."""
+    out = []
+    for part in spec.split(","):
+        name, _, n = part.partition(":")
+        out.append((name, int(n) if n else default_trials))
+    return out
 
 
 def _epochs_trained(metrics_file: Path) -> int:
