@@ -17,6 +17,9 @@ A zoo: ``--c1-space softargmax_tcn,dense_attention:8`` runs one search per archi
 (``:N`` sets that search's trials, default ``--trials``) on the same store and folds, and
 pools their trials as the ensemble's candidates.
 
+A second data set the recipe was not chosen on: another ``--data-seed`` and
+``--subjects`` in another ``--work``.
+
 ``--work`` keeps the data and experiments, so a rerun resumes the searches.
 """
 
@@ -48,7 +51,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=0, help="new seeds per top-k trial")
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument("--challenges", default="1,2", help="which challenges to run")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="the searches' (splits, sampler) seed")
+    ap.add_argument("--data-seed", type=int, default=0, help="the synthetic generator's seed")
     ap.add_argument("--work", default="/tmp/eegtune_ensemble_gain")
     args = ap.parse_args()
 
@@ -57,7 +61,9 @@ def main() -> None:
     t0 = time.perf_counter()
     if not (bids / "oracle.json").exists():
         synthesize(
-            SynthOptions(out=bids, n_subjects=args.subjects, releases=("R1", "R2")),
+            SynthOptions(
+                out=bids, n_subjects=args.subjects, releases=("R1", "R2"), seed=args.data_seed
+            ),
             progress=False,
         )
     prepare([p for p in sorted(bids.iterdir()) if p.is_dir()], store, PrepareOptions())
@@ -119,6 +125,12 @@ def main() -> None:
             f"{fold_epochs} fold-epochs trained in all"
         )
         print(format_report(result))
+        for member in result.description["members"]:
+            print(f"  member {member['label']}: weight {member['weight']:.3f}")
+        if len(jobs) > 1:  # each architecture's best, to see what pooling them adds
+            for job in jobs:
+                own = [c.oof_nrmse for c in result.candidates if c.experiment == job.name]
+                print(f"  best of {job.name}: {min(own):.4f} OOF over {len(own)} candidates")
         s = result.scores
         print(f"oracle floor: {floor:.4f}")
         gap = s.mean_predictor_nrmse - floor
