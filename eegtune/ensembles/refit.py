@@ -8,7 +8,8 @@ inference a member then costs one forward pass instead of K.
 
 A refit model has no held-out rows of its own: the scores printed for a refit ensemble
 are the fold models' nested out-of-fold scores, and say so. The refit model lands in the
-member's run folder (``refit/checkpoint.pt``); a rerun reuses it.
+member's run folder (``refit/checkpoint.pt``); a rerun reuses it, and one interrupted
+mid-way resumes after the refit's last finished epoch (``refit/training_state.pt``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def refit_member(
     from eegtune.training.fold_stream import StreamingFoldSource
     from eegtune.training.reporting import LocalReporter, reporting_to
     from eegtune.training.train_func import refit_dir, train_func
+    from eegtune.training.training_state import STATE_FILE
 
     log = log or logger.info
     checkpoint = Path(refit_dir(cand.trial_dir)) / CHECKPOINT
@@ -76,7 +78,9 @@ def refit_member(
     mode, _ = choose_cv_mode("auto", job.store, job.challenge)
     log(f"refit {cand.label}: {epochs} epoch(s) on every subject ({mode} mode)")
     source = StreamingFoldSource if mode == "stream" else InMemoryFoldSource
-    with reporting_to(LocalReporter()), using_fold_source(source):
+    # Each epoch's state beside the refit model: an interrupted refit resumes there.
+    state = Path(refit_dir(cand.trial_dir)) / STATE_FILE
+    with reporting_to(LocalReporter(state_path=state)), using_fold_source(source):
         train_func(make_config(job, hp))
     if not checkpoint.exists():
         raise EnsembleError(f"{cand.label}: the refit ended without {checkpoint}")

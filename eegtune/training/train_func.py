@@ -157,6 +157,20 @@ def _fit_by_gradient(
             best = {**best, "epoch": epoch}
             # The schedule keeps the folds' length (max_epochs); it stops where they did.
             stopped = epoch + 1 >= min(job.refit_epochs, hp.max_epochs)
+            # Saved like a fold's, so an interrupted refit resumes after its last epoch.
+            refit_state = TrainingState(
+                fingerprint=key,
+                epochs_done=epoch + 1,
+                stopped=stopped,
+                model=model.state_dict(),
+                optimizer=opt.state_dict(),
+                scheduler=sched.state_dict(),
+                best_model=best_state,
+                best_inner_val_rmse=math.nan,
+                best_epoch=epoch,
+                stale=0,
+                torch_rng=torch.get_rng_state(),
+            )
             report(
                 {
                     "epoch": epoch,
@@ -164,7 +178,8 @@ def _fit_by_gradient(
                     "train_loss": losses / max(seen, 1),
                     "lr": base_rate(hp, sched.last_epoch, steps_per_epoch),
                     "epoch_seconds": time.perf_counter() - t0,
-                }
+                },
+                state=refit_state,
             )
             continue
         val_pred = predict(model, source.inner_val, precision=job.precision)

@@ -12,9 +12,12 @@ import pytest
 import torch
 
 from eegtune.ensembles import EnsembleRequest, build_ensemble, format_report, load_ensemble
-from eegtune.ensembles.refit import chosen_epochs
+from eegtune.ensembles.candidates import experiment_candidates, open_experiment
+from eegtune.ensembles.refit import chosen_epochs, refit_member
 from eegtune.training.folds import store_subjects
+from eegtune.training.reporting import LocalReporter
 from eegtune.training.train_func import load_checkpoint, refit_dir
+from eegtune.training.training_state import STATE_FILE
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -68,6 +71,35 @@ def test_a_refit_ensemble_ships_one_model_per_member_trained_on_every_subject(
     )
     for trial_dir, stamp in stamps.items():
         assert (Path(refit_dir(trial_dir)) / "checkpoint.pt").stat().st_mtime_ns == stamp
+
+
+def test_an_interrupted_refit_resumes_after_its_last_finished_epoch(
+    finished_experiment, tmp_path, monkeypatch
+):
+    shutil.copytree(finished_experiment, tmp_path / "c1")
+    exp = open_experiment(tmp_path / "c1")
+    cand = experiment_candidates(exp)[0]
+    # Three epochs to refit (the shared experiment trained one): its folds "kept" epoch 3.
+    config = json.loads((cand.trial_dir / "config.json").read_text())
+    (cand.trial_dir / "config.json").write_text(json.dumps({**config, "max_epochs": 3}))
+    for k in range(cand.n_folds):
+        metrics = cand.trial_dir / f"fold{k}" / "metrics.json"
+        metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "best_epoch": 2}))
+    report = LocalReporter.report
+
+    def killed_after_epoch_1(self, metrics, checkpoint_dir=None, state=None):
+        report(self, metrics, checkpoint_dir, state)
+        if metrics.get("epoch") == 1:
+            raise RuntimeError("killed")
+
+    monkeypatch.setattr(LocalReporter, "report", killed_after_epoch_1)
+    with pytest.raises(RuntimeError, match="killed"):
+        refit_member(cand, exp)
+    refit = Path(refit_dir(cand.trial_dir))
+    assert (refit / STATE_FILE).exists() and not (refit / "checkpoint.pt").exists()
+    monkeypatch.undo()
+    _, ckpt = load_checkpoint(refit_member(cand, exp))
+    assert ckpt["metrics"]["resumed_at_epoch"] == 2 and ckpt["metrics"]["refit_epochs"] == 3
 
 
 def test_a_refit_member_predicts_inside_the_zip(finished_experiment, tmp_path):
