@@ -6,7 +6,7 @@
       tune_job.json              the settings (TuneJob), the resource and data plans
       optuna_journal.log         the Optuna study: every trial's parameters and values
       folds.json                 the subjects of each fold, drawn once (a resume checks it)
-      race_board.json            --scheduler race: every trial's per-fold figures per rung
+      race_board/<trial id>.json   --scheduler race: the trial's per-fold figures per rung
       folds/<trial id>/          one trial's run folder (see eegtune.training.run_files)
       finalists/<trial id>_seed<S>/   a top trial retrained with another seed
       ray/, train/               Ray Tune's and Ray Train's own state

@@ -16,9 +16,9 @@ in difficulty) with a one-sided paired t-test. The trial stops when it is worse 
 confidence the user set and by at least ``margin``. Where folds outnumber the free
 slots, a trial that lost on its first folds never starts its later ones (the fold pool
 drops them from its queue). Every stop is saved with its reason (:func:`write_verdict`)
-for the results table and the report. The board saves what it was posted to the
-experiment's ``race_board.json`` after every post, so a resumed search races its new
-trials against the earlier ones too.
+for the results table and the report. The board saves each trial's posts to
+``race_board/<trial>.json`` in the experiment, so a resumed search races its new trials
+against the earlier ones too.
 
 ASHA stays on under ``--scheduler race``: racing adds fold-level stops, it does not
 replace the epoch-level ones.
@@ -27,6 +27,7 @@ replace the epoch-level ones.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -38,8 +39,10 @@ from eegtune import storage
 from eegtune.distributed.fold_pooling import SUM_KEYS
 from eegtune.metrics import pooled_nrmse
 
+logger = logging.getLogger(__name__)
+
 RACE_VERDICT = "race.json"  # in a trial's run folder: why racing stopped it
-RACE_BOARD = "race_board.json"  # in the experiment's folder: every post, for a resume
+RACE_BOARD = "race_board"  # in the experiment's folder: one file of posts per trial
 DEFAULT_CONFIDENCE = 0.9
 DEFAULT_MARGIN = 0.01  # a trial less than 1% worse is never stopped: a tie, not a loss
 
@@ -109,8 +112,10 @@ class RaceBoard:
     """Every trial's per-fold figures at every rung; judges a trial against the leader.
 
     Runs as one Ray actor per experiment (:func:`start_board`), or in process in tests.
-    With a ``record`` (a file or URI), it starts from the posts saved there and saves every
-    new one, so the trials of an interrupted run stay in the race after ``--resume``."""
+    With a ``record`` (a folder or URI), it starts from the posts saved there and saves
+    each trial's posts as they come (one small file per trial: a post costs one write of
+    that trial's figures, whatever the experiment's size), so the trials of an
+    interrupted run stay in the race after ``--resume``."""
 
     def __init__(
         self,
@@ -132,9 +137,15 @@ class RaceBoard:
         """Record a fold's figures at a rung; judge the trial on every fold it has there."""
         self.scores.setdefault(rung, {}).setdefault(trial, {})[fold] = dict(sums)
         if self.record:
-            # Whole-file rewrite: a few numbers per trial, fold and rung, posted per rung.
-            storage.write_text(self.record, json.dumps(self.scores))
+            self._save(trial)
         return self.judge(trial, rung)
+
+    def _save(self, trial: str) -> None:
+        mine = {rung: at[trial] for rung, at in self.scores.items() if trial in at}
+        try:
+            storage.write_text(storage.join(self.record, f"{trial}.json"), json.dumps(mine))
+        except OSError as exc:  # the record only serves a resume: the race goes on
+            logger.warning("race board: cannot save %s's posts (%s)", trial, exc)
 
     def judge(self, trial: str, rung: int) -> Verdict:
         at_rung = self.scores.get(rung, {})
@@ -177,25 +188,29 @@ def start_board(
 
 
 def read_board(record: str) -> dict[int, dict[str, dict[int, dict[str, float]]]]:
-    """The posts saved at ``record`` (none if it does not exist yet), keys typed back."""
-    if not storage.exists(record):
-        return {}
-    try:
-        saved = json.loads(storage.read_text(record))
-        return {
-            int(rung): {
-                trial: {
-                    int(k): {key: float(v) for key, v in sums.items()} for k, sums in folds.items()
+    """The posts saved under ``record`` (none if it does not exist yet), keys typed back."""
+    scores: dict[int, dict[str, dict[int, dict[str, float]]]] = {}
+    for name in storage.list_files(record):
+        path = storage.join(record, name)
+        try:
+            saved = json.loads(storage.read_text(path))
+            for rung, folds in saved.items():
+                scores.setdefault(int(rung), {})[name.removesuffix(".json")] = {
+                    int(k): _sums(v) for k, v in folds.items()
                 }
-                for trial, folds in trials.items()
-            }
-            for rung, trials in saved.items()
-        }
-    except (ValueError, AttributeError, TypeError) as exc:
-        raise ValueError(
-            f"{record}: not a race board ({exc}); remove it to race the resumed trials "
-            f"only against each other"
-        ) from exc
+        except (ValueError, AttributeError, TypeError, KeyError) as exc:
+            raise ValueError(
+                f"{path}: not a race board file ({exc!r}); remove it (the trial is then "
+                f"left out of the race) or the whole {record}"
+            ) from exc
+    return scores
+
+
+def _sums(saved: dict[str, Any]) -> dict[str, float]:
+    """One fold's error sums: exactly the keys the board judges by."""
+    if set(saved) != set(SUM_KEYS):
+        raise KeyError(f"error sums need {sorted(SUM_KEYS)}, got {sorted(saved)}")
+    return {key: float(saved[key]) for key in SUM_KEYS}
 
 
 class FoldRacer:

@@ -116,7 +116,8 @@ def fold_epochs_spent(exp: Experiment) -> dict[str, int]:
     its reports carry. The fold pool counts every fold's epochs: those of a trial racing
     stopped on its first folds, and those a fold ran past its trial's last pooled report
     before ASHA stopped it. Trials whose reports carry no count (data-parallel folds) are
-    left out."""
+    left out. A trial Tune retried counts its last driver's folds (the new driver counts
+    afresh, and its folds resume from their saved epochs)."""
     spent: dict[str, int] = {}
     for path in sorted(exp.path.glob(TUNE_RESULTS)):
         for line in path.read_text().splitlines():

@@ -180,6 +180,10 @@ def run_tune(
     if data is None:  # refused here, before anything is written or read, if it cannot fit
         data, plan = plan_experiment_data(job, plan)
     exp.path.mkdir(parents=True, exist_ok=True)
+    if not resume:  # a fresh experiment races nothing a deleted one left behind
+        board = storage.join(job.experiment_uri, RACE_BOARD)
+        for name in storage.list_files(board):
+            storage.remove(storage.join(board, name))
     close_interrupted(exp)
     done = finished_trials(exp)
     remaining = max(0, job.n_trials - done)

@@ -84,4 +84,5 @@ def refit_member(
         train_func(make_config(job, hp))
     if not checkpoint.exists():
         raise EnsembleError(f"{cand.label}: the refit ended without {checkpoint}")
+    state.unlink(missing_ok=True)  # the model is saved: nothing left to resume
     return checkpoint

@@ -165,7 +165,7 @@ def _fit_by_gradient(
                 model=model.state_dict(),
                 optimizer=opt.state_dict(),
                 scheduler=sched.state_dict(),
-                best_model=best_state,
+                best_model={},  # a refit's model is its last epoch's: nothing to keep
                 best_inner_val_rmse=math.nan,
                 best_epoch=epoch,
                 stale=0,

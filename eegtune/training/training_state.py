@@ -63,6 +63,8 @@ def fingerprint(
         relevant["data_mode"] = data_mode
     if job.precision != "32":  # likewise absent at full precision; the device is not kept
         relevant["precision"] = job.precision
+    if job.refit_epochs:  # a refit of another length stops elsewhere: another run
+        relevant["refit_epochs"] = job.refit_epochs
     text = json.dumps(relevant, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

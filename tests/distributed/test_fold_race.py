@@ -195,7 +195,7 @@ def test_a_diverged_fold_neither_leads_nor_is_judged():
 
 
 def test_a_saved_board_keeps_the_earlier_runs_trials_in_the_race(tmp_path):
-    record = str(tmp_path / "race_board.json")
+    record = str(tmp_path / "race_board")
     first_run = RaceBoard(0.95, record=record)
     for k, e in enumerate(LEADER):
         first_run.post("leader", 3, k, sums(e))
@@ -207,11 +207,30 @@ def test_a_saved_board_keeps_the_earlier_runs_trials_in_the_race(tmp_path):
     assert verdict.stop and verdict.leader == "leader"
     # Without the record the new trial would have had no rival at all.
     assert not post_all(RaceBoard(0.95), "worse", worse).stop
-    assert "worse" in RaceBoard(0.95, record=record).scores[3]
+    # One file per trial, each holding only its own posts.
+    assert sorted(p.name for p in (tmp_path / "race_board").iterdir()) == [
+        "leader.json",
+        "worse.json",
+    ]
+    assert RaceBoard(0.95, record=record).scores == resumed.scores
 
 
-def test_an_unreadable_board_names_its_file(tmp_path):
-    record = tmp_path / "race_board.json"
-    record.write_text("[1, 2")
-    with pytest.raises(ValueError, match=r"race_board\.json: not a race board"):
-        RaceBoard(record=str(record))
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [("[1, 2", "JSONDecodeError"), ("[1, 2]", "AttributeError"), ('{"3": {"0": {}}}', "sums")],
+)
+def test_an_unreadable_board_file_is_named(tmp_path, text, why):
+    (tmp_path / "race_board").mkdir()
+    (tmp_path / "race_board" / "t.json").write_text(text)
+    with pytest.raises(ValueError, match=rf"t\.json: not a race board file .*{why}"):
+        RaceBoard(record=str(tmp_path / "race_board"))
+
+
+def test_a_board_that_cannot_save_keeps_racing(tmp_path, caplog):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    board = RaceBoard(0.95, record=str(blocked))
+    for k, e in enumerate(LEADER):
+        board.post("leader", 3, k, sums(e))
+    assert post_all(board, "worse", [e * 1.2 for e in LEADER]).stop
+    assert "cannot save leader's posts" in caplog.text

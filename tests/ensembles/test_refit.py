@@ -100,6 +100,7 @@ def test_an_interrupted_refit_resumes_after_its_last_finished_epoch(
     monkeypatch.undo()
     _, ckpt = load_checkpoint(refit_member(cand, exp))
     assert ckpt["metrics"]["resumed_at_epoch"] == 2 and ckpt["metrics"]["refit_epochs"] == 3
+    assert not (refit / STATE_FILE).exists()  # the model is saved: nothing left to resume
 
 
 def test_a_refit_member_predicts_inside_the_zip(finished_experiment, tmp_path):

@@ -143,3 +143,19 @@ def test_fingerprint_follows_the_optimiser_recipe(prepared_store, tmp_path):
         key(warmup_epochs=1.0),
     ]
     assert len({key(), *others}) == 5
+
+
+def test_a_refits_fingerprint_follows_its_length(prepared_store, tmp_path):
+    def key(refit_epochs: int) -> str:
+        job = FoldJob(
+            store=str(prepared_store),
+            challenge=1,
+            out_dir=str(tmp_path),
+            n_folds=3,
+            refit_epochs=refit_epochs,
+        )
+        hp = TrainConfig(model="softargmax_tcn")
+        return fingerprint(job, hp, fold_subjects(job, hp))
+
+    # A refit chosen longer (its folds retrained) must not resume the shorter one's state.
+    assert len({key(0), key(3), key(5)}) == 3
