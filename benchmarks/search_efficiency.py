@@ -243,9 +243,18 @@ def main() -> None:
     parser.add_argument("--race-confidence", type=float, default=0.9)
     parser.add_argument("--recheck", action="store_true", help="rerun race-stopped trials")
     parser.add_argument("--work", default="/tmp/eegtune_search_efficiency")
+    parser.add_argument(
+        "--tables", action="store_true", help="print the tables of every pair saved in --work"
+    )
     args = parser.parse_args()
 
     work = Path(args.work)
+    if args.tables:  # pairs run in several sittings (--first-pair), summarised together
+        saved = sorted(work.glob("pair*.json"), key=lambda p: int(p.stem.removeprefix("pair")))
+        print_tables(
+            args, {int(p.stem.removeprefix("pair")): json.loads(p.read_text()) for p in saved}
+        )
+        return
     store = work / "store"
     if not (work / "bids" / "oracle.json").exists():
         synthesize(
