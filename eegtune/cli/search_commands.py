@@ -237,8 +237,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         choices=("asha", "fifo", "race"),
         default="asha",
         help="fifo: no early stopping; asha: stop on the pooled figure at rungs; race: ASHA "
-        "plus stopping a trial worse than the rung's leader fold by fold (paired test), "
-        "before its later folds start",
+        "plus stopping, fold by fold (paired test) and before its later folds start, a "
+        "trial behind the rivals ASHA's cut keeps",
     )
     p.add_argument(
         "--race-confidence",

@@ -69,8 +69,8 @@ class TuneJob:
     sampler: str = "tpe"  # "random": the baseline a search is measured against
     sampler_seed: int | None = None  # None: ``seed``, which also drives folds and training
     scheduler: str = "asha"  # "fifo": every trial runs all its epochs; "race": ASHA + folds
-    # --scheduler race: the confidence with which a trial must be worse than the rung's
-    # leader, fold by fold, to be stopped (see eegtune.distributed.fold_race).
+    # --scheduler race: the confidence with which a trial must be worse, fold by fold,
+    # than the last rival ASHA's cut keeps, to be stopped (eegtune.distributed.fold_race).
     race_confidence: float = DEFAULT_CONFIDENCE
     # Training settings every trial shares and the space does not search (``--set``).
     fixed: dict[str, Any] = field(default_factory=dict)

@@ -1,24 +1,28 @@
-"""Fold racing: stop a trial that is worse than the rung's leader on the same folds.
+"""Fold racing: stop a trial, fold by fold, that ASHA would stop at the rung anyway.
 
 ASHA judges a trial by one number, its pooled inner-validation NRMSE at a rung, and only
 once every fold has reached that rung. The folds carry more than that: a configuration
-worse than the leader on every fold can be dropped with confidence, and one worse on
-average only because of one odd fold should not be. Racing (SMAC's intensification
-across instances, Optuna's ``WilcoxonPruner``) compares configurations instance by
-instance; here the instances are the experiment's subject-grouped folds.
+worse than its rivals on every fold can be dropped with confidence before its later
+folds run, and one worse on average only because of one odd fold should not be. Racing
+(SMAC's intensification across instances, Optuna's ``WilcoxonPruner``) compares
+configurations instance by instance; here the instances are the experiment's
+subject-grouped folds.
 
 At each rung (the epochs ASHA would use: ``grace``, ``2·grace``, ``4·grace``, … before the
 last epoch) every fold of a trial posts its best inner-validation figures so far to the
-experiment's :class:`RaceBoard`. The board pairs the trial with the rung's leader (the
-rival with the lowest mean log error on the folds the trial has reached) and tests the
-per-fold log ratios ``d_k = log(rmse_trial_k / rmse_leader_k)`` (scale-free: folds differ
-in difficulty) with a one-sided paired t-test. The trial stops when it is worse with the
-confidence the user set and by at least ``margin``. Where folds outnumber the free
-slots, a trial that lost on its first folds never starts its later ones (the fold pool
-drops them from its queue). Every stop is saved with its reason (:func:`write_verdict`)
-for the results table and the report. The board saves each trial's posts to
-``race_board/<trial>.json`` in the experiment, so a resumed search races its new trials
-against the earlier ones too.
+experiment's :class:`RaceBoard`. The board ranks the trial's rivals on the folds it has
+reached (by mean log error) and takes the **bar**: the rival at ASHA's cut, the last one
+of the top ``1/η`` it would keep among the rivals and the trial. It tests the per-fold log
+ratios ``d_k = log(rmse_trial_k / rmse_bar_k)`` (scale-free: folds differ in difficulty)
+with a one-sided paired t-test. The trial stops when it is worse than the bar with the
+confidence the user set and by at least ``margin``: then at least ``⌈(n+1)/η⌉`` of the
+``n`` rivals are ahead of it, so ASHA, seeing every fold, would not keep it either.
+Racing moves ASHA's decision earlier (onto the folds that ran first); it does not stop
+trials ASHA would keep. Where folds outnumber the free slots, a trial that lost on its
+first folds never starts its later ones (the fold pool drops them from its queue). Every
+stop is saved with its reason (:func:`write_verdict`) for the results table and the
+report. The board saves each trial's posts to ``race_board/<trial>.json`` in the
+experiment, so a resumed search races its new trials against the earlier ones too.
 
 ASHA stays on under ``--scheduler race``: racing adds fold-level stops, it does not
 replace the epoch-level ones.
@@ -45,6 +49,7 @@ RACE_VERDICT = "race.json"  # in a trial's run folder: why racing stopped it
 RACE_BOARD = "race_board"  # in the experiment's folder: one file of posts per trial
 DEFAULT_CONFIDENCE = 0.9
 DEFAULT_MARGIN = 0.01  # a trial less than 1% worse is never stopped: a tie, not a loss
+DEFAULT_REDUCTION = 2  # ASHA's reduction factor η: a rung keeps the top 1/η of its trials
 
 
 def race_rungs(grace_period: int, max_epochs: int) -> list[int]:
@@ -82,21 +87,26 @@ class Verdict:
     trial: str
     rung: int  # epochs done
     folds: tuple[int, ...]  # the folds compared
-    leader: str | None  # None: no rival had reached these folds at this rung
-    log_ratio: float  # mean of log(trial / leader) over the folds
+    leader: str | None  # the best rival on these folds; None: no rival had reached them
+    log_ratio: float  # mean of log(trial / bar) over the folds
     p_value: float
     stop: bool
     # The trial's pooled inner-validation NRMSE on every fold, estimated from the folds it
     # ran and the leader's: what the searcher is told of a stopped trial (its own pooled
     # figure on easy folds alone would flatter it).
     estimate: float
+    bar: str | None = None  # the rival tested against: the last one ASHA's cut keeps
+    bar_rank: int = 1  # its rank among the rivals (1: the leader)
+    n_rivals: int = 0
 
     def reason(self) -> str:
         if self.leader is None:
             return f"no rival at epoch {self.rung} yet"
+        rank = "" if self.bar_rank == 1 else f" (no. {self.bar_rank} of {self.n_rivals} rivals)"
         return (
             f"epoch {self.rung}: {math.exp(self.log_ratio) - 1:+.1%} error against "
-            f"{self.leader} on folds {list(self.folds)} (paired t, one-sided p {self.p_value:.3g})"
+            f"{self.bar or self.leader}{rank} on folds {list(self.folds)} "
+            f"(paired t, one-sided p {self.p_value:.3g})"
         )
 
 
@@ -109,7 +119,7 @@ def _finite(sums: dict[str, float]) -> bool:
 
 
 class RaceBoard:
-    """Every trial's per-fold figures at every rung; judges a trial against the leader.
+    """Every trial's per-fold figures at every rung; judges a trial against ASHA's cut.
 
     Runs as one Ray actor per experiment (:func:`start_board`), or in process in tests.
     With a ``record`` (a folder or URI), it starts from the posts saved there and saves
@@ -122,11 +132,15 @@ class RaceBoard:
         confidence: float = DEFAULT_CONFIDENCE,
         margin: float = DEFAULT_MARGIN,
         record: str | None = None,
+        reduction_factor: float = DEFAULT_REDUCTION,
     ) -> None:
         if not 0.5 <= confidence < 1:
             raise ValueError(f"race confidence must be in [0.5, 1), got {confidence}")
+        if reduction_factor < 1:
+            raise ValueError(f"the reduction factor must be at least 1, got {reduction_factor}")
         self.confidence = confidence
         self.margin = margin
+        self.reduction_factor = reduction_factor
         self.record = record
         # rung -> trial -> fold -> the fold's error sums (n, sse, sum_y, sum_y2)
         self.scores: dict[int, dict[str, dict[int, dict[str, float]]]] = (
@@ -165,26 +179,35 @@ class RaceBoard:
         def mean_log(s: dict[int, dict[str, float]]) -> float:
             return float(np.mean([math.log(_rmse(s[k])) for k in folds]))
 
-        leader = min(rivals, key=lambda t: mean_log(rivals[t]))
-        theirs = rivals[leader]
+        ranked = sorted(rivals, key=lambda t: mean_log(rivals[t]))
+        leader = ranked[0]
+        # ASHA's cut: it keeps the top ⌈(n+1)/η⌉ of the n rivals and this trial.
+        bar_rank = min(math.ceil((len(ranked) + 1) / self.reduction_factor), len(ranked))
+        bar = ranked[bar_rank - 1]
         log_ratio, p = paired_test(
-            [_rmse(mine[k]) for k in folds], [_rmse(theirs[k]) for k in folds]
+            [_rmse(mine[k]) for k in folds], [_rmse(rivals[bar][k]) for k in folds]
         )
         stop = p < 1 - self.confidence and log_ratio >= math.log1p(self.margin)
         # Fold difficulty corrected by the leader: own(F) × leader(all) / leader(F).
+        theirs = rivals[leader]
         leader_all = pooled_nrmse(list(theirs.values()))
         leader_here = pooled_nrmse([theirs[k] for k in folds])
         estimate = own * leader_all / leader_here if leader_here > 0 else own
-        return Verdict(trial, rung, folds, leader, log_ratio, p, stop, estimate)
+        return Verdict(
+            trial, rung, folds, leader, log_ratio, p, stop, estimate, bar, bar_rank, len(ranked)
+        )
 
 
 def start_board(
-    confidence: float, margin: float = DEFAULT_MARGIN, record: str | None = None
+    confidence: float,
+    margin: float = DEFAULT_MARGIN,
+    record: str | None = None,
+    reduction_factor: float = DEFAULT_REDUCTION,
 ) -> Any:
     """The experiment's board as a Ray actor (no CPU: it only keeps numbers)."""
     import ray
 
-    return ray.remote(num_cpus=0)(RaceBoard).remote(confidence, margin, record)
+    return ray.remote(num_cpus=0)(RaceBoard).remote(confidence, margin, record, reduction_factor)
 
 
 def read_board(record: str) -> dict[int, dict[str, dict[int, dict[str, float]]]]:

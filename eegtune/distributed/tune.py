@@ -8,7 +8,7 @@ the sampler see the pooled inner-validation NRMSE; the pooled out-of-fold NRMSE 
 reported at the end of each trial and shown in the results table. ``sampler="random"``
 with ``scheduler="fifo"`` is the plain random search a search is measured against;
 ``scheduler="race"`` adds fold racing to ASHA (:mod:`eegtune.distributed.fold_race`): the
-trials' drivers stop a trial that loses to the rung's leader fold by fold.
+trials' drivers stop, fold by fold, a trial that ASHA's cut would not keep.
 
 The Optuna study lives in a journal file under the experiment folder, not only in Ray's
 searcher state (``Tuner.restore`` is known to lose OptunaSearch's state, ray#30861): a
@@ -37,6 +37,7 @@ from eegtune.distributed.experiment import (
 from eegtune.distributed.fold_pool import start_pool, stop_pool
 from eegtune.distributed.fold_pooling import VAL_METRIC
 from eegtune.distributed.fold_race import (
+    DEFAULT_REDUCTION,
     RACE_BOARD,
     RACE_VERDICT,
     FoldRacer,
@@ -358,7 +359,7 @@ def _scheduler(job: TuneJob):
         time_attr="epoch",
         max_t=job.max_epochs - 1,
         grace_period=job.grace_period,
-        reduction_factor=2,
+        reduction_factor=DEFAULT_REDUCTION,  # the race board cuts where ASHA does
         # Past max_t a trial goes on to its last epoch and its final report.
         stop_last_trials=False,
     )

@@ -80,9 +80,32 @@ def test_better_trials_are_never_stopped_and_become_the_leader():
     board = board_with(LEADER)
     better = [e * 0.8 for e in LEADER]
     assert not post_all(board, "better", better).stop
-    worse = [e * 0.9 for e in LEADER]  # better than the old leader, worse than the new one
-    verdict = post_all(board, "third", worse)
-    assert verdict.leader == "better" and verdict.stop
+    # Behind the new leader, ahead of the old one: second of three, which ASHA keeps.
+    verdict = post_all(board, "second", [e * 0.9 for e in LEADER])
+    assert verdict.leader == "better" and verdict.bar == "leader" and not verdict.stop
+
+
+def _four_rivals() -> RaceBoard:
+    """Rivals a, b, c, d, each 10% worse than the one before on every fold."""
+    board = RaceBoard(0.95)
+    for i, name in enumerate("abcd"):
+        for k, e in enumerate(LEADER):
+            board.post(name, 3, k, sums(e * 1.1**i))
+    return board
+
+
+def test_a_trial_is_stopped_only_behind_ashas_cut():
+    # With 4 rivals ASHA keeps the top ⌈5/2⌉ = 3 of 5: c (1.21× a) is the bar.
+    inside = post_all(_four_rivals(), "t", [e * 1.15 for e in LEADER])
+    assert inside.leader == "a" and inside.bar == "c" and inside.bar_rank == 3
+    assert not inside.stop  # consistently behind a and b, but inside the cut
+    ratios = (1.28, 1.31, 1.29, 1.30, 1.32)
+    behind = post_all(_four_rivals(), "t", [e * r for e, r in zip(LEADER, ratios, strict=True)])
+    assert behind.stop and behind.bar == "c" and behind.p_value < 0.05
+    assert math.exp(behind.log_ratio) == pytest.approx(
+        math.exp(np.mean(np.log(ratios))) / 1.21, rel=1e-9
+    )
+    assert "against c (no. 3 of 4 rivals) on folds [0, 1, 2, 3, 4]" in behind.reason()
 
 
 def test_the_first_trial_has_no_rival():
