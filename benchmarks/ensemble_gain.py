@@ -52,6 +52,9 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument("--challenges", default="1,2", help="which challenges to run")
     ap.add_argument("--seed", type=int, default=0, help="the searches' (splits, sampler) seed")
+    ap.add_argument(
+        "--start-at-defaults", action="store_true", help="each new search's first trial"
+    )
     ap.add_argument("--data-seed", type=int, default=0, help="the synthetic generator's seed")
     ap.add_argument("--work", default="/tmp/eegtune_ensemble_gain")
     args = ap.parse_args()
@@ -91,6 +94,7 @@ def main() -> None:
                 max_epochs=epochs,
                 seed=args.seed,
                 scheduler="fifo",
+                start_at_defaults=args.start_at_defaults,
             )
             for name, n_trials in _spaces(space, args.trials)
         ]

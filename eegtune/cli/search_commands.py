@@ -98,6 +98,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
         checkpoint_every=args.checkpoint_every,
+        start_at_defaults=args.start_at_defaults,
     )
     if args.tracking:
         parse_tracking(args.tracking)  # a malformed spec fails before Ray starts
@@ -252,6 +253,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="a training setting every trial shares and the space does not search, "
         "e.g. patience=10",
+    )
+    p.add_argument(
+        "--start-at-defaults",
+        action="store_true",
+        help="the first trial trains the architecture at its defaults (TrainConfig's and its "
+        "own), so the search never ends worse than an untuned run",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--top", type=int, default=5, help="rows of the results table to print")

@@ -46,6 +46,7 @@ SCHEDULERS = ("asha", "fifo", "race")
 # a smaller one streamed).
 RESUMABLE = (
     "n_trials", "max_failures", "data_mode", "device", "checkpoint_every", "race_confidence",
+    "start_at_defaults",
 )  # fmt: skip
 # Settings of the experiment that a --set may not fix: its own flags set them.
 OWN_FLAGS = ("seed", "max_epochs")
@@ -80,6 +81,9 @@ class TuneJob:
     # Fold-pool workers save a fold's training state when the last save is older than this
     # (seconds), and when the fold ends: what a lost worker can lose at most.
     checkpoint_every: float = 30.0
+    # The search's first trial is the space's architecture at its defaults (``TrainConfig``'s
+    # and its own), so the search never ends worse than an untuned run.
+    start_at_defaults: bool = False
 
     def __post_init__(self) -> None:
         # Everything that needs no cluster is checked here, before Ray starts.
@@ -109,6 +113,14 @@ class TuneJob:
             raise ConfigError(f"space {space.name!r} is for challenge(s) {space.challenges}")
         if self.fixed:
             self._refuse_clashes(space)
+        if self.start_at_defaults:
+            self.first_points()  # a space over architectures has no one default: refused
+
+    def first_points(self) -> list[dict[str, Any]]:
+        """The trials a new search starts with: the defaults, when asked for."""
+        from eegtune.search_spaces.sampling import default_point
+
+        return [default_point(self.space)] if self.start_at_defaults else []
 
     def _refuse_clashes(self, space) -> None:
         from eegtune.search_spaces.sampling import summarize_space

@@ -158,7 +158,9 @@ def run_tune(
     """Run (or resume) the search; return the results table, best first.
 
     ``points_to_evaluate``: configurations (all or some of the space's parameters) that
-    the first trials run before the sampler takes over, e.g. known-good settings.
+    the first trials run before the sampler takes over, e.g. known-good settings; with
+    ``job.start_at_defaults``, a search that has finished no trial yet runs the
+    architecture's defaults before them.
     ``data``: the data plan (from :func:`plan_experiment_data`); made here if not given.
     ``tracking``: ``tensorboard:DIR`` or ``mlflow:URI`` (see :mod:`.tracking`).
     """
@@ -197,7 +199,8 @@ def run_tune(
         try:
             windows = _share_and_start_pool(job, plan, data, verbose, pools)
             search = _SearchRun(job, exp, plan, data, done, remaining, verbose)
-            search.fit(windows, pools[0] if pools else None, points_to_evaluate, tracking)
+            points = [*(job.first_points() if done == 0 else []), *(points_to_evaluate or [])]
+            search.fit(windows, pools[0] if pools else None, points or None, tracking)
         finally:
             for pool in pools:
                 stop_pool(*pool)

@@ -19,6 +19,7 @@ from eegtune.search_spaces.registry import (
 from eegtune.search_spaces.sampling import (
     ParamSummary,
     SpaceSummary,
+    default_point,
     describe_space,
     format_distribution,
     sample_config,
@@ -50,6 +51,7 @@ __all__ = [
     "ParamSummary",
     "SearchSpace",
     "SpaceSummary",
+    "default_point",
     "describe_space",
     "format_distribution",
     "get_space",

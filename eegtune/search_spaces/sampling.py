@@ -8,6 +8,7 @@ here is what a tuning run will see. Distributions are read off real trials
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from eegtune.search_spaces.registry import SearchSpace, get_space
 __all__ = [
     "ParamSummary",
     "SpaceSummary",
+    "default_point",
     "describe_space",
     "format_distribution",
     "sample_config",
@@ -157,3 +159,37 @@ def describe_space(space: SearchSpace | str, n_samples: int = 64, seed: int = 0)
         lines.append(f"  {key:<{width}}  constant {', '.join(map(str, values))}")
     lines.append(f"example (seed {seed}): {sample_config(resolved, seed)}")
     return "\n".join(lines)
+
+
+def default_point(space: SearchSpace | str) -> dict[str, Any]:
+    """The space's parameters at the values eegtune trains with untuned: ``TrainConfig``'s
+    defaults, 1.0 for rate multipliers, and the architecture's own (its ``Hparams``),
+    wherever the space's ranges hold them. As a search's first trial (``eegtune tune
+    --start-at-defaults``) it keeps the search from ending worse than an untuned run:
+    random start-up draws can all miss where an architecture learns at all."""
+    from eegtune.models.registry import get_model_class
+    from eegtune.training.config import LR_MULT_PREFIX, MODEL_PREFIX, TrainConfig
+
+    resolved = _resolve(space)
+    summary = summarize_space(resolved)
+    models = {str(m) for m in summary.constants.get("model", [])}
+    if len(models) != 1:
+        raise ConfigError(
+            f"space {resolved.name!r} searches the architecture; defaults belong to one "
+            f"architecture: start each architecture's own space at its defaults"
+        )
+    (model,) = models
+    defaults = TrainConfig(model=model).to_flat()
+    # Every architecture's hyperparameters are its Hparams dataclass, defaults included.
+    hparams = dataclasses.asdict(get_model_class(model).Hparams())
+    defaults.update({f"{MODEL_PREFIX}{name}": value for name, value in hparams.items()})
+    point: dict[str, Any] = {}
+    for name, dist in summary.distributions().items():
+        value = defaults.get(name, 1.0 if name.startswith(LR_MULT_PREFIX) else None)
+        try:
+            inside = value is not None and dist._contains(dist.to_internal_repr(value))
+        except (ValueError, TypeError):
+            inside = False  # a default the space does not offer: left to the sampler
+        if inside:
+            point[name] = value
+    return point

@@ -40,6 +40,9 @@ def test_unknown_sampler_scheduler_or_space_is_refused_when_the_job_is_made():
     # A typo in --space is caught here, before any cluster is started.
     with pytest.raises(EegtuneError, match="softargmax_tnc"):
         TuneJob("s", 1, "softargmax_tnc", 1, 2, "x", "/tmp")
+    # The zoo searches the architecture: it has no one set of defaults to start from.
+    with pytest.raises(ConfigError, match="searches the architecture"):
+        TuneJob("s", 1, "zoo", 1, 2, "x", "/tmp", start_at_defaults=True)
 
 
 def test_set_may_not_fix_what_the_space_searches_or_a_flag_sets(tmp_path):

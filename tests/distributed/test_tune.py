@@ -15,6 +15,7 @@ from eegtune.distributed.resources import plan_resources
 from eegtune.distributed.study import TRIAL_ID_ATTR, load_study
 from eegtune.distributed.tune import TuneJob, run_tune
 from eegtune.errors import ExperimentError
+from eegtune.search_spaces import default_point
 from eegtune.training.folds import store_subjects
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -38,10 +39,20 @@ def _job(
 
 @pytest.mark.timeout(360)
 def test_small_tune_completes_then_resumes_without_rerunning(prepared_store, tmp_path, local_ray):
-    job = _job(tmp_path, store=str(prepared_store), n_trials=1, name="t", max_epochs=2, seed=0)
+    job = _job(
+        tmp_path,
+        store=str(prepared_store),
+        n_trials=1,
+        name="t",
+        max_epochs=2,
+        seed=0,
+        start_at_defaults=True,
+    )
     plan = plan_resources(2, n_folds=2, pool=True)
     first = run_tune(job, plan, verbose=0)
     assert len(first) == 1 and first.loc[0, "status"] == "COMPLETE"
+    # The first trial trained the architecture at its defaults.
+    assert load_study(job.experiment()).trials[0].params == default_point(job.space)
     first_dir = Path(first.loc[0, "trial_dir"])
     first_mtime = (first_dir / "fold0" / "oof.parquet").stat().st_mtime_ns
 
@@ -56,6 +67,8 @@ def test_small_tune_completes_then_resumes_without_rerunning(prepared_store, tmp
 
     # Each trial's row points at its own folds, through the Tune trial id in the study.
     study = load_study(job.experiment())
+    # The resumed search did not start at the defaults again: the sampler drew trial 1.
+    assert study.trials[1].params != study.trials[0].params
     recorded = {t.number: t.user_attrs[TRIAL_ID_ATTR] for t in study.trials}
     assert len(set(recorded.values())) == 2
     for _, row in table.iterrows():

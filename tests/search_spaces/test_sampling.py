@@ -8,8 +8,10 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from eegtune.errors import ConfigError
 from eegtune.search_spaces import (
     SearchSpace,
+    default_point,
     describe_space,
     format_distribution,
     get_space,
@@ -85,3 +87,31 @@ def test_summary_rejects_one_name_with_two_distributions() -> None:
     space = SearchSpace("clashing", 1, "test", (1,), _clashing)
     with pytest.raises(ValueError, match="'lr' is suggested with two distributions"):
         summarize_space(space, n_samples=16)
+
+
+@pytest.mark.parametrize("name", ["softargmax_tcn", "dense_attention", "sparse_attention"])
+def test_default_point_is_the_untuned_training_inside_the_spaces_ranges(name: str) -> None:
+    from eegtune.models.registry import get_model_class
+    from eegtune.training.config import TrainConfig
+
+    point = default_point(name)
+    summary = summarize_space(name)
+    # Every parameter the space searches, at the default an untuned run trains with.
+    assert set(point) == set(summary.distributions())
+    (model,) = set(summary.constants["model"])
+    untuned = TrainConfig(model=model).to_flat()
+    for key, value in get_model_class(model).Hparams().__dict__.items():
+        untuned[f"model.{key}"] = value
+    for key, value in point.items():
+        assert value == untuned.get(key, 1.0), key  # rate multipliers: 1.0, one rate
+    # The space takes it as a trial: Ray's OptunaSearch enqueues points the same way.
+    study = optuna.create_study()
+    study.enqueue_trial(point)
+    trial = study.ask()
+    get_space(name).define(trial)
+    assert trial.params == point
+
+
+def test_default_point_refuses_a_space_over_architectures() -> None:
+    with pytest.raises(ConfigError, match="searches the architecture"):
+        default_point("zoo")
