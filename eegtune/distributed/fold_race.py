@@ -16,9 +16,9 @@ of the top ``1/η`` it would keep among the rivals and the trial. It tests the p
 ratios ``d_k = log(rmse_trial_k / rmse_bar_k)`` (scale-free: folds differ in difficulty)
 with a one-sided paired t-test. The trial stops when it is worse than the bar with the
 confidence the user set and by at least ``margin``: then at least ``⌈(n+1)/η⌉`` of the
-``n`` rivals are ahead of it, so ASHA, seeing every fold, would not keep it either.
-Racing moves ASHA's decision earlier (onto the folds that ran first); it does not stop
-trials ASHA would keep. Where folds outnumber the free slots, a trial that lost on its
+``n`` rivals are ahead of it on those folds, below the cut ASHA applies to pooled
+figures. Racing applies ASHA's cut early, on the folds that ran first; it does not stop
+a trial for trailing the leader alone. Where folds outnumber the free slots, a trial that lost on its
 first folds never starts its later ones (the fold pool drops them from its queue). Every
 stop is saved with its reason (:func:`write_verdict`) for the results table and the
 report. The board saves each trial's posts to ``race_board/<trial>.json`` in the
