@@ -13,9 +13,10 @@ on Challenge 2 it is never worse than the mean predictor, nested.
 
     .venv/bin/python benchmarks/ensemble_gain.py --subjects 24 --trials 12 --work /tmp/ens_bench
 
-A zoo: ``--c1-space softargmax_tcn,dense_attention:8`` runs one search per architecture
-(``:N`` sets that search's trials, default ``--trials``) on the same store and folds, and
-pools their trials as the ensemble's candidates.
+A zoo: ``--c1-space softargmax_tcn,dense_attention:8:30`` runs one search per
+architecture (``:N`` sets that search's trials, default ``--trials``; ``:N:E`` also its
+epochs, default ``--c1-epochs``) on the same store and folds, and pools their trials as
+the ensemble's candidates.
 
 A second data set the recipe was not chosen on: another ``--data-seed`` and
 ``--subjects`` in another ``--work``.
@@ -91,12 +92,12 @@ def main() -> None:
                 n_folds=args.folds,
                 name=f"c{challenge}_{name}",
                 storage_path=str(work / "runs"),
-                max_epochs=epochs,
+                max_epochs=space_epochs or epochs,
                 seed=args.seed,
                 scheduler="fifo",
                 start_at_defaults=args.start_at_defaults,
             )
-            for name, n_trials in _spaces(space, args.trials)
+            for name, n_trials, space_epochs in _spaces(space, args.trials)
         ]
         t1 = time.perf_counter()
         for job in jobs:
@@ -171,12 +172,14 @@ def main() -> None:
     print("\n".join(shipped_rows))
 
 
-def _spaces(spec: str, default_trials: int) -> list[tuple[str, int]]:
-    """``"a,b:8"`` -> [("a", default_trials), ("b", 8)]: one search per space."""
+def _spaces(spec: str, default_trials: int) -> list[tuple[str, int, int | None]]:
+    """``"a,b:8:30"`` -> [("a", default_trials, None), ("b", 8, 30)]: one search per space,
+    with its trials and epochs (None: the challenge's)."""
     out = []
     for part in spec.split(","):
-        name, _, n = part.partition(":")
-        out.append((name, int(n) if n else default_trials))
+        name, *rest = part.split(":")
+        n = int(rest[0]) if rest and rest[0] else default_trials
+        out.append((name, n, int(rest[1]) if len(rest) > 1 else None))
     return out
 
 
