@@ -258,7 +258,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--start-at-defaults",
         action="store_true",
         help="the first trial trains the architecture at its defaults (TrainConfig's and its "
-        "own), so the search never ends worse than an untuned run",
+        "own) for this search's epochs, before the sampler's draws",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--top", type=int, default=5, help="rows of the results table to print")

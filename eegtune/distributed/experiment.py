@@ -82,7 +82,7 @@ class TuneJob:
     # (seconds), and when the fold ends: what a lost worker can lose at most.
     checkpoint_every: float = 30.0
     # The search's first trial is the space's architecture at its defaults (``TrainConfig``'s
-    # and its own), so the search never ends worse than an untuned run.
+    # and its own), trained at this search's epochs; once over resumes.
     start_at_defaults: bool = False
 
     def __post_init__(self) -> None:

@@ -1,4 +1,4 @@
-"""Fold racing: stop a trial, fold by fold, that ASHA would stop at the rung anyway.
+"""Fold racing: stop a trial confidently behind ASHA's cut on the folds run so far.
 
 ASHA judges a trial by one number, its pooled inner-validation NRMSE at a rung, and only
 once every fold has reached that rung. The folds carry more than that: a configuration
@@ -11,18 +11,21 @@ subject-grouped folds.
 At each rung (the epochs ASHA would use: ``grace``, ``2·grace``, ``4·grace``, … before the
 last epoch) every fold of a trial posts its best inner-validation figures so far to the
 experiment's :class:`RaceBoard`. The board ranks the trial's rivals on the folds it has
-reached (by mean log error) and takes the **bar**: the rival at ASHA's cut, the last one
-of the top ``1/η`` it would keep among the rivals and the trial. It tests the per-fold log
-ratios ``d_k = log(rmse_trial_k / rmse_bar_k)`` (scale-free: folds differ in difficulty)
-with a one-sided paired t-test. The trial stops when it is worse than the bar with the
-confidence the user set and by at least ``margin``: then at least ``⌈(n+1)/η⌉`` of the
-``n`` rivals are ahead of it on those folds, below the cut ASHA applies to pooled
-figures. Racing applies ASHA's cut early, on the folds that ran first; it does not stop
-a trial for trailing the leader alone. Where folds outnumber the free slots, a trial that lost on its
-first folds never starts its later ones (the fold pool drops them from its queue). Every
-stop is saved with its reason (:func:`write_verdict`) for the results table and the
-report. The board saves each trial's posts to ``race_board/<trial>.json`` in the
-experiment, so a resumed search races its new trials against the earlier ones too.
+reached (by mean log error) and takes the **bar**: the rival at ASHA's cut, the one
+ranked ``1 + ⌈(n-1)/η⌉`` of ``n``, behind which ASHA's percentile rule (keep the top
+``1/η``) would stop a trial. It tests the per-fold log ratios
+``d_k = log(rmse_trial_k / rmse_bar_k)`` (scale-free: folds differ in difficulty) with a
+one-sided paired t-test, and stops the trial when it is worse than the bar with the
+confidence the user set and by at least ``margin``. This is ASHA's cut applied early, on
+the folds run so far and by a different figure (mean log error per fold, not the pooled
+NRMSE of all folds), so it can stop a trial ASHA would have kept; what it does not do is
+stop a trial for trailing the leader alone. The board also holds the trials of earlier
+runs of a resumed search, which a new run's ASHA has not seen. Where folds outnumber
+the free slots, a trial that lost on its first folds never starts its later ones (the
+fold pool drops them from its queue). Every stop is saved with its reason
+(:func:`write_verdict`) for the results table and the report. The board saves each
+trial's posts to ``race_board/<trial>.json`` in the experiment, so a resumed search
+races its new trials against the earlier ones too.
 
 ASHA stays on under ``--scheduler race``: racing adds fold-level stops, it does not
 replace the epoch-level ones.
@@ -53,12 +56,12 @@ DEFAULT_REDUCTION = 2  # ASHA's reduction factor η: a rung keeps the top 1/η o
 
 
 def race_rungs(grace_period: int, max_epochs: int) -> list[int]:
-    """Epochs done at which folds race: ASHA's rungs (reduction factor 2), strictly before
-    the last epoch (a stop there would save nothing and lose the trial's predictions)."""
+    """Epochs done at which folds race: ASHA's rungs (grace × η^k), strictly before the
+    last epoch (a stop there would save nothing and lose the trial's predictions)."""
     rungs, rung = [], max(1, grace_period)
     while rung < max_epochs:
         rungs.append(rung)
-        rung *= 2
+        rung *= DEFAULT_REDUCTION
     return rungs
 
 
@@ -181,8 +184,10 @@ class RaceBoard:
 
         ranked = sorted(rivals, key=lambda t: mean_log(rivals[t]))
         leader = ranked[0]
-        # ASHA's cut: it keeps the top ⌈(n+1)/η⌉ of the n rivals and this trial.
-        bar_rank = min(math.ceil((len(ranked) + 1) / self.reduction_factor), len(ranked))
+        # ASHA's cut among the n rivals and this trial (its nanpercentile at 1 - 1/η): the
+        # trial is out once 1 + ⌈(n-1)/η⌉ rivals are ahead of it.
+        n = len(ranked)
+        bar_rank = min(1 + math.ceil((n - 1) / self.reduction_factor), n)
         bar = ranked[bar_rank - 1]
         log_ratio, p = paired_test(
             [_rmse(mine[k]) for k in folds], [_rmse(rivals[bar][k]) for k in folds]

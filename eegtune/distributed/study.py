@@ -58,6 +58,26 @@ def finished_trials(exp: Experiment) -> int:
     return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
 
+def points_not_tried(exp: Experiment, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``points`` the study holds no trial of yet, finished, running or waiting (an
+    interrupted run leaves its queued points waiting in the journal, and the searcher
+    runs those first). A failed trial of a point, an interrupted one included, does not
+    count: the point runs again."""
+    import optuna
+
+    study = load_study(exp)
+    held = [
+        t
+        for t in (study.trials if study is not None else [])
+        if t.state != optuna.trial.TrialState.FAIL
+    ]
+    return [
+        p
+        for p in points
+        if not any(t.params == p or t.system_attrs.get("fixed_params") == p for t in held)
+    ]
+
+
 def close_interrupted(exp: Experiment) -> None:
     """A driver killed mid-trial leaves trials RUNNING in the journal; mark them failed so
     TPE does not wait on them and the count of finished trials stays true."""

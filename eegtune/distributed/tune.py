@@ -53,6 +53,7 @@ from eegtune.distributed.study import (
     close_interrupted,
     finished_trials,
     journal_sync,
+    points_not_tried,
     pull_journal,
     push_journal,
     results_table,
@@ -159,8 +160,8 @@ def run_tune(
 
     ``points_to_evaluate``: configurations (all or some of the space's parameters) that
     the first trials run before the sampler takes over, e.g. known-good settings; with
-    ``job.start_at_defaults``, a search that has finished no trial yet runs the
-    architecture's defaults before them.
+    ``job.start_at_defaults``, the architecture's defaults run before them unless the
+    study already holds that trial.
     ``data``: the data plan (from :func:`plan_experiment_data`); made here if not given.
     ``tracking``: ``tensorboard:DIR`` or ``mlflow:URI`` (see :mod:`.tracking`).
     """
@@ -199,7 +200,8 @@ def run_tune(
         try:
             windows = _share_and_start_pool(job, plan, data, verbose, pools)
             search = _SearchRun(job, exp, plan, data, done, remaining, verbose)
-            points = [*(job.first_points() if done == 0 else []), *(points_to_evaluate or [])]
+            first = points_not_tried(exp, job.first_points())  # not twice over resumes
+            points = [*first, *(points_to_evaluate or [])]
             search.fit(windows, pools[0] if pools else None, points or None, tracking)
         finally:
             for pool in pools:

@@ -164,9 +164,9 @@ def describe_space(space: SearchSpace | str, n_samples: int = 64, seed: int = 0)
 def default_point(space: SearchSpace | str) -> dict[str, Any]:
     """The space's parameters at the values eegtune trains with untuned: ``TrainConfig``'s
     defaults, 1.0 for rate multipliers, and the architecture's own (its ``Hparams``),
-    wherever the space's ranges hold them. As a search's first trial (``eegtune tune
-    --start-at-defaults``) it keeps the search from ending worse than an untuned run:
-    random start-up draws can all miss where an architecture learns at all."""
+    wherever the space's ranges hold them (the others are left to the sampler). A
+    search's first trial with ``eegtune tune --start-at-defaults``, trained at that
+    search's epochs: random start-up draws can all miss where an architecture learns."""
     from eegtune.models.registry import get_model_class
     from eegtune.training.config import LR_MULT_PREFIX, MODEL_PREFIX, TrainConfig
 
@@ -192,4 +192,11 @@ def default_point(space: SearchSpace | str) -> dict[str, Any]:
             inside = False  # a default the space does not offer: left to the sampler
         if inside:
             point[name] = value
-    return point
+    # What the space asks for with these values fixed: a parameter of a branch the
+    # defaults switch off is not part of the point.
+    with _quiet_optuna():
+        study = optuna.create_study()
+        study.enqueue_trial(point)
+        trial = study.ask()
+        resolved.define(trial)
+    return {name: trial.params[name] for name in point if name in trial.params}

@@ -257,3 +257,19 @@ def test_a_board_that_cannot_save_keeps_racing(tmp_path, caplog):
         board.post("leader", 3, k, sums(e))
     assert post_all(board, "worse", [e * 1.2 for e in LEADER]).stop
     assert "cannot save leader's posts" in caplog.text
+
+
+@pytest.mark.parametrize("eta", [2, 3])
+@pytest.mark.parametrize("n", range(1, 9))
+def test_the_bar_is_the_first_rival_behind_which_ashas_percentile_rule_stops(n, eta):
+    # Ray's ASHA stops a trial whose reward (-error) is below the rung's nanpercentile at
+    # 1 - 1/η of its rivals' rewards. Rival i (1-based) has error i here.
+    cutoff = np.nanpercentile([-float(i) for i in range(1, n + 1)], (1 - 1 / eta) * 100)
+    # Behind rival r (error above r): stopped for every such error once -r <= cutoff.
+    safe = min(r for r in range(1, n + 1) if -r <= cutoff)
+    board = RaceBoard(0.95, reduction_factor=eta)
+    for i in range(1, n + 1):
+        for k, e in enumerate(LEADER):
+            board.post(f"r{i}", 3, k, sums(e * 1.1**i))
+    verdict = post_all(board, "t", [e * 5 for e in LEADER])
+    assert verdict.bar_rank == safe and verdict.bar == f"r{safe}" and verdict.n_rivals == n

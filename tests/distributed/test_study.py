@@ -16,6 +16,7 @@ from eegtune.distributed.study import (
     close_interrupted,
     finished_trials,
     fold_epochs_spent,
+    points_not_tried,
     results_table,
     study_storage,
 )
@@ -99,3 +100,22 @@ def test_fold_epochs_spent_is_the_pools_count_from_every_runs_reports(tmp_path):
     reports("tune_0", "c", {"trial_id": "c", "epoch": 0}, '{"trial_id": "c", "fold_ep')
     reports("tune_1", "d", {"trial_id": "d", "fold_epochs": 7}, '{"trial_id": "d", "fold_ep')
     assert fold_epochs_spent(exp) == {"a": 6, "b": 3, "d": 7}
+
+
+def test_a_point_is_tried_once_over_resumes_unless_its_trial_failed(tmp_path):
+    exp = _exp(tmp_path)
+    study = optuna.create_study(study_name="x", storage=study_storage(exp))
+    a, b, c = {"lr": 1e-3}, {"lr": 2e-3}, {"lr": 3e-3}
+    assert points_not_tried(exp, [a, b, c]) == [a, b, c]
+
+    def run(point, state):
+        study.enqueue_trial(point)
+        trial = study.ask()
+        trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+        value = 0.9 if state == optuna.trial.TrialState.COMPLETE else None
+        study.tell(trial, value, state=state)
+
+    run(a, optuna.trial.TrialState.COMPLETE)
+    run(c, optuna.trial.TrialState.FAIL)  # its only trial failed (interrupted): again
+    study.enqueue_trial(b)  # waits in the journal, queued by an interrupted run
+    assert points_not_tried(exp, [a, b, c]) == [c]
