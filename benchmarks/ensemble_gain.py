@@ -135,7 +135,8 @@ def main() -> None:
         if len(jobs) > 1:  # each architecture's best, to see what pooling them adds
             for job in jobs:
                 own = [c.oof_nrmse for c in result.candidates if c.experiment == job.name]
-                print(f"  best of {job.name}: {min(own):.4f} OOF over {len(own)} candidates")
+                best = f"{min(own):.4f} OOF" if own else "no complete trial"
+                print(f"  best of {job.name}: {best} over {len(own)} candidates")
         s = result.scores
         print(f"oracle floor: {floor:.4f}")
         gap = s.mean_predictor_nrmse - floor
@@ -177,9 +178,9 @@ def _spaces(spec: str, default_trials: int) -> list[tuple[str, int, int | None]]
     with its trials and epochs (None: the challenge's)."""
     out = []
     for part in spec.split(","):
-        name, *rest = part.split(":")
+        name, *rest = [field.strip() for field in part.split(":")]
         n = int(rest[0]) if rest and rest[0] else default_trials
-        out.append((name, n, int(rest[1]) if len(rest) > 1 else None))
+        out.append((name, n, int(rest[1]) if len(rest) > 1 and rest[1] else None))
     return out
 
 
