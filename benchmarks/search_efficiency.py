@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -250,10 +251,13 @@ def main() -> None:
 
     work = Path(args.work)
     if args.tables:  # pairs run in several sittings (--first-pair), summarised together
-        saved = sorted(work.glob("pair*.json"), key=lambda p: int(p.stem.removeprefix("pair")))
-        print_tables(
-            args, {int(p.stem.removeprefix("pair")): json.loads(p.read_text()) for p in saved}
-        )
+        # The header shows this command's settings: give the ones the pairs ran with.
+        saved = {
+            int(m.group(1)): json.loads(p.read_text())
+            for p in work.glob("pair*.json")
+            if (m := re.fullmatch(r"pair(\d+)\.json", p.name))
+        }
+        print_tables(args, dict(sorted(saved.items())))
         return
     store = work / "store"
     if not (work / "bids" / "oracle.json").exists():
