@@ -153,44 +153,33 @@ def _fit_by_gradient(
             sched.step()
             losses += loss.item() * len(y)
             seen += len(y)
+        metrics = {
+            "epoch": epoch,
+            "fold": job.fold,
+            "train_loss": losses / max(seen, 1),
+            "lr": base_rate(hp, sched.last_epoch, steps_per_epoch),
+        }
         if job.refit_epochs:  # no validation: the last epoch is the model
             best = {**best, "epoch": epoch}
             # The schedule keeps the folds' length (max_epochs); it stops where they did.
             stopped = epoch + 1 >= min(job.refit_epochs, hp.max_epochs)
-            # Saved like a fold's, so an interrupted refit resumes after its last epoch.
-            refit_state = TrainingState(
-                fingerprint=key,
-                epochs_done=epoch + 1,
-                stopped=stopped,
-                model=model.state_dict(),
-                optimizer=opt.state_dict(),
-                scheduler=sched.state_dict(),
-                best_model={},  # a refit's model is its last epoch's: nothing to keep
-                best_inner_val_rmse=math.nan,
-                best_epoch=epoch,
-                stale=0,
-                torch_rng=torch.get_rng_state(),
-            )
-            report(
-                {
-                    "epoch": epoch,
-                    "fold": job.fold,
-                    "train_loss": losses / max(seen, 1),
-                    "lr": base_rate(hp, sched.last_epoch, steps_per_epoch),
-                    "epoch_seconds": time.perf_counter() - t0,
-                },
-                state=refit_state,
-            )
-            continue
-        val_pred = predict(model, source.inner_val, precision=job.precision)
-        val = rmse(y_val, val_pred)
-        if val < best["inner_val_rmse"]:
-            best = {**best, "inner_val_rmse": val, "epoch": epoch}
-            best_state = copy.deepcopy(model.state_dict())
-            stale = 0
         else:
-            stale += 1
-        stopped = stale >= hp.patience or epoch + 1 == hp.max_epochs
+            val_pred = predict(model, source.inner_val, precision=job.precision)
+            val = rmse(y_val, val_pred)
+            if val < best["inner_val_rmse"]:
+                best = {**best, "inner_val_rmse": val, "epoch": epoch}
+                best_state = copy.deepcopy(model.state_dict())
+                stale = 0
+            else:
+                stale += 1
+            stopped = stale >= hp.patience or epoch + 1 == hp.max_epochs
+            metrics |= {
+                "inner_val_rmse": val,
+                "best_inner_val_rmse": best["inner_val_rmse"],
+                # Lets a fold-parallel run pool the inner-validation NRMSE across folds.
+                **{f"inner_val_{k}": v for k, v in error_sums(y_val, val_pred).items()},
+            }
+        # Saved every epoch (a refit's too), so an interrupted run resumes after it.
         state = TrainingState(
             fingerprint=key,
             epochs_done=epoch + 1,
@@ -198,26 +187,14 @@ def _fit_by_gradient(
             model=model.state_dict(),
             optimizer=opt.state_dict(),
             scheduler=sched.state_dict(),
-            best_model=best_state,
+            # A refit's model is its last epoch's: no best one to keep.
+            best_model={} if job.refit_epochs else best_state,
             best_inner_val_rmse=best["inner_val_rmse"],
             best_epoch=best["epoch"],
             stale=stale,
             torch_rng=torch.get_rng_state(),
         )
-        report(
-            {
-                "epoch": epoch,
-                "fold": job.fold,
-                "train_loss": losses / max(seen, 1),
-                "inner_val_rmse": val,
-                "best_inner_val_rmse": best["inner_val_rmse"],
-                "lr": base_rate(hp, sched.last_epoch, steps_per_epoch),
-                "epoch_seconds": time.perf_counter() - t0,
-                # Lets a fold-parallel run pool the inner-validation NRMSE across folds.
-                **{f"inner_val_{k}": v for k, v in error_sums(y_val, val_pred).items()},
-            },
-            state=state,
-        )
+        report({**metrics, "epoch_seconds": time.perf_counter() - t0}, state=state)
     if job.refit_epochs:
         best_state = copy.deepcopy(model.state_dict())
     return best_state, best
