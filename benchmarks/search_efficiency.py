@@ -117,6 +117,7 @@ def run_pair(args, store: Path, work: Path, pair: int, plan) -> dict:
             scheduler=scheduler,
             sampler_seed=random_seed if arm == "random" else tpe_seed,
             race_confidence=args.race_confidence,
+            race_keep=args.race_keep,
         )
         run_tune(job, plan, resume=_started(job), verbose=0)
         costs[arm] = trial_costs(job)
@@ -185,7 +186,7 @@ def print_tables(args, results: dict[int, dict]) -> None:
     print(
         f"\n{args.subjects} subjects, C1, space {args.space}, {args.trials} trials per arm, "
         f"{args.folds} folds, max {args.max_epochs} epochs, race confidence "
-        f"{args.race_confidence}"
+        f"{args.race_confidence}, race keep {args.race_keep}"
     )
     print(
         "\n| pair (TPE / random seed) | arm | fold-epochs | best objective | best OOF NRMSE "
@@ -242,6 +243,7 @@ def main() -> None:
     parser.add_argument("--space", default="softargmax_tcn")
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--race-confidence", type=float, default=0.9)
+    parser.add_argument("--race-keep", type=float, default=0.5)
     parser.add_argument("--recheck", action="store_true", help="rerun race-stopped trials")
     parser.add_argument("--work", default="/tmp/eegtune_search_efficiency")
     parser.add_argument(

@@ -93,6 +93,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         scheduler=args.scheduler,
         race_confidence=args.race_confidence,
+        race_keep=args.race_keep,
         fixed=parse_overrides(args.set or []),
         data_mode=args.data_mode,
         device=args.device,
@@ -246,6 +247,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=0.9,
         help="with --scheduler race: how sure the paired test must be that a trial is worse",
+    )
+    p.add_argument(
+        "--race-keep",
+        type=float,
+        default=0.5,
+        help="with --scheduler race: the share of its rivals a trial may trail and not be "
+        "stopped (0.5: ASHA's cut; 0: the leader, more stops and sooner)",
     )
     p.add_argument(
         "--set",

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from eegtune import storage
-from eegtune.distributed.fold_race import DEFAULT_CONFIDENCE
+from eegtune.distributed.fold_race import DEFAULT_CONFIDENCE, DEFAULT_KEEP
 from eegtune.errors import ConfigError, ExperimentError
 from eegtune.training.run_files import member_file
 
@@ -46,7 +46,7 @@ SCHEDULERS = ("asha", "fifo", "race")
 # a smaller one streamed).
 RESUMABLE = (
     "n_trials", "max_failures", "data_mode", "device", "checkpoint_every", "race_confidence",
-    "start_at_defaults",
+    "start_at_defaults", "race_keep",
 )  # fmt: skip
 # Settings of the experiment that a --set may not fix: its own flags set them.
 OWN_FLAGS = ("seed", "max_epochs")
@@ -73,6 +73,9 @@ class TuneJob:
     # --scheduler race: the confidence with which a trial must be worse, fold by fold,
     # than the last rival ASHA's cut keeps, to be stopped (eegtune.distributed.fold_race).
     race_confidence: float = DEFAULT_CONFIDENCE
+    # --scheduler race: the share of its rivals a trial may trail and not be stopped
+    # (0.5, ASHA's cut at reduction factor 2; 0, the leader: more stops, sooner).
+    race_keep: float = DEFAULT_KEEP
     # Training settings every trial shares and the space does not search (``--set``).
     fixed: dict[str, Any] = field(default_factory=dict)
     data_mode: str = "auto"  # memory, stream or auto (see eegtune.distributed.memory_plan)
@@ -98,6 +101,8 @@ class TuneJob:
             raise ConfigError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
         if not 0.5 <= self.race_confidence < 1:
             raise ConfigError(f"race confidence must be in [0.5, 1), got {self.race_confidence}")
+        if not 0 <= self.race_keep <= 1:
+            raise ConfigError(f"race keep must be in [0, 1], got {self.race_keep}")
         if self.challenge not in (1, 2):
             raise ConfigError(f"challenge must be 1 or 2, got {self.challenge}")
         if self.n_folds < 2 or self.n_trials < 0 or self.max_epochs < 1:

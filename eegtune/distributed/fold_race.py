@@ -11,9 +11,10 @@ subject-grouped folds.
 At each rung (the epochs ASHA would use: ``grace``, ``2·grace``, ``4·grace``, … before the
 last epoch) every fold of a trial posts its best inner-validation figures so far to the
 experiment's :class:`RaceBoard`. The board ranks the trial's rivals on the folds it has
-reached (by mean log error) and takes the **bar**: the rival at ASHA's cut, the one
-ranked ``1 + ⌈(n-1)/η⌉`` of ``n``, behind which ASHA's percentile rule (keep the top
-``1/η``) would stop a trial. It tests the per-fold log ratios
+reached (by mean log error) and takes the **bar**: the rival ranked
+``1 + ⌈(n-1)·keep⌉`` of ``n``. With ``keep = 1/η`` (the default) that is the rival at
+ASHA's cut, behind which ASHA's percentile rule (keep the top ``1/η``) would stop a
+trial; with ``keep = 0`` it is the leader. It tests the per-fold log ratios
 ``d_k = log(rmse_trial_k / rmse_bar_k)`` (scale-free: folds differ in difficulty) with a
 one-sided paired t-test, and stops the trial when it is worse than the bar with the
 confidence the user set and by at least ``margin``. This is ASHA's cut applied early, on
@@ -53,6 +54,9 @@ RACE_BOARD = "race_board"  # in the experiment's folder: one file of posts per t
 DEFAULT_CONFIDENCE = 0.9
 DEFAULT_MARGIN = 0.01  # a trial less than 1% worse is never stopped: a tie, not a loss
 DEFAULT_REDUCTION = 2  # ASHA's reduction factor η: a rung keeps the top 1/η of its trials
+# The share of a trial's rivals it may trail and still not be stopped: 1/η tests it
+# against ASHA's cut; 0 against the leader (stops more, and sooner).
+DEFAULT_KEEP = 1 / DEFAULT_REDUCTION
 
 
 def race_rungs(grace_period: int, max_epochs: int) -> list[int]:
@@ -135,15 +139,15 @@ class RaceBoard:
         confidence: float = DEFAULT_CONFIDENCE,
         margin: float = DEFAULT_MARGIN,
         record: str | None = None,
-        reduction_factor: float = DEFAULT_REDUCTION,
+        keep: float = DEFAULT_KEEP,
     ) -> None:
         if not 0.5 <= confidence < 1:
             raise ValueError(f"race confidence must be in [0.5, 1), got {confidence}")
-        if reduction_factor < 1:
-            raise ValueError(f"the reduction factor must be at least 1, got {reduction_factor}")
+        if not 0 <= keep <= 1:
+            raise ValueError(f"race keep must be in [0, 1], got {keep}")
         self.confidence = confidence
         self.margin = margin
-        self.reduction_factor = reduction_factor
+        self.keep = keep
         self.record = record
         # rung -> trial -> fold -> the fold's error sums (n, sse, sum_y, sum_y2)
         self.scores: dict[int, dict[str, dict[int, dict[str, float]]]] = (
@@ -184,10 +188,11 @@ class RaceBoard:
 
         ranked = sorted(rivals, key=lambda t: mean_log(rivals[t]))
         leader = ranked[0]
-        # ASHA's cut among the n rivals and this trial (its nanpercentile at 1 - 1/η): the
-        # trial is out once 1 + ⌈(n-1)/η⌉ rivals are ahead of it.
+        # With keep = 1/η, ASHA's cut among the n rivals (its nanpercentile at 1 - 1/η):
+        # the trial is out once 1 + ⌈(n-1)·keep⌉ rivals are ahead of it. (The epsilon
+        # keeps 6 · (1/3) from rounding up past 2.)
         n = len(ranked)
-        bar_rank = min(1 + math.ceil((n - 1) / self.reduction_factor), n)
+        bar_rank = min(1 + math.ceil((n - 1) * self.keep - 1e-9), n)
         bar = ranked[bar_rank - 1]
         log_ratio, p = paired_test(
             [_rmse(mine[k]) for k in folds], [_rmse(rivals[bar][k]) for k in folds]
@@ -207,12 +212,12 @@ def start_board(
     confidence: float,
     margin: float = DEFAULT_MARGIN,
     record: str | None = None,
-    reduction_factor: float = DEFAULT_REDUCTION,
+    keep: float = DEFAULT_KEEP,
 ) -> Any:
     """The experiment's board as a Ray actor (no CPU: it only keeps numbers)."""
     import ray
 
-    return ray.remote(num_cpus=0)(RaceBoard).remote(confidence, margin, record, reduction_factor)
+    return ray.remote(num_cpus=0)(RaceBoard).remote(confidence, margin, record, keep)
 
 
 def read_board(record: str) -> dict[int, dict[str, dict[int, dict[str, float]]]]:

@@ -37,6 +37,8 @@ def test_unknown_sampler_scheduler_or_space_is_refused_when_the_job_is_made():
     for confidence in (0.3, 1.0):
         with pytest.raises(ConfigError, match="race confidence"):
             TuneJob("s", 1, "softargmax_tcn", 1, 2, "x", "/tmp", race_confidence=confidence)
+    with pytest.raises(ConfigError, match="race keep"):
+        TuneJob("s", 1, "softargmax_tcn", 1, 2, "x", "/tmp", race_keep=-0.1)
     # A typo in --space is caught here, before any cluster is started.
     with pytest.raises(EegtuneError, match="softargmax_tnc"):
         TuneJob("s", 1, "softargmax_tnc", 1, 2, "x", "/tmp")

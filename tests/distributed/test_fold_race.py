@@ -85,9 +85,9 @@ def test_better_trials_are_never_stopped_and_become_the_leader():
     assert verdict.leader == "better" and verdict.bar == "leader" and not verdict.stop
 
 
-def _four_rivals() -> RaceBoard:
+def _four_rivals(keep: float = 0.5) -> RaceBoard:
     """Rivals a, b, c, d, each 10% worse than the one before on every fold."""
-    board = RaceBoard(0.95)
+    board = RaceBoard(0.95, keep=keep)
     for i, name in enumerate("abcd"):
         for k, e in enumerate(LEADER):
             board.post(name, 3, k, sums(e * 1.1**i))
@@ -106,6 +106,11 @@ def test_a_trial_is_stopped_only_behind_ashas_cut():
         math.exp(np.mean(np.log(ratios))) / 1.21, rel=1e-9
     )
     assert "against c (no. 3 of 4 rivals) on folds [0, 1, 2, 3, 4]" in behind.reason()
+    # keep 0: the leader is the bar, and trailing it consistently is enough.
+    led = post_all(_four_rivals(keep=0.0), "t", [e * 1.15 for e in LEADER])
+    assert led.bar == "a" and led.bar_rank == 1 and led.stop
+    # keep 1: only a trial behind every rival can be stopped.
+    assert post_all(_four_rivals(keep=1.0), "t", [e * 1.15 for e in LEADER]).bar == "d"
 
 
 def test_the_first_trial_has_no_rival():
@@ -201,9 +206,11 @@ def test_a_verdict_is_saved_with_its_reason(tmp_path):
     assert read_verdict(str(tmp_path / "none")) is None
 
 
-def test_confidence_is_checked():
+def test_confidence_and_keep_are_checked():
     with pytest.raises(ValueError, match="confidence"):
         RaceBoard(confidence=1.0)
+    with pytest.raises(ValueError, match="keep"):
+        RaceBoard(keep=1.5)
 
 
 def test_a_diverged_fold_neither_leads_nor_is_judged():
@@ -267,7 +274,7 @@ def test_the_bar_is_the_first_rival_behind_which_ashas_percentile_rule_stops(n, 
     cutoff = np.nanpercentile([-float(i) for i in range(1, n + 1)], (1 - 1 / eta) * 100)
     # Behind rival r (error above r): stopped for every such error once -r <= cutoff.
     safe = min(r for r in range(1, n + 1) if -r <= cutoff)
-    board = RaceBoard(0.95, reduction_factor=eta)
+    board = RaceBoard(0.95, keep=1 / eta)
     for i in range(1, n + 1):
         for k, e in enumerate(LEADER):
             board.post(f"r{i}", 3, k, sums(e * 1.1**i))
