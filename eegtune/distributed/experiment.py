@@ -71,7 +71,7 @@ class TuneJob:
     sampler_seed: int | None = None  # None: ``seed``, which also drives folds and training
     scheduler: str = "asha"  # "fifo": every trial runs all its epochs; "race": ASHA + folds
     # --scheduler race: the confidence with which a trial must be worse, fold by fold,
-    # than the last rival ASHA's cut keeps, to be stopped (eegtune.distributed.fold_race).
+    # than the rival ``race_keep`` names, to be stopped (eegtune.distributed.fold_race).
     race_confidence: float = DEFAULT_CONFIDENCE
     # --scheduler race: the share of its rivals a trial may trail and not be stopped
     # (0.5, ASHA's cut at reduction factor 2; 0, the leader: more stops, sooner).

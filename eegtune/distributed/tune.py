@@ -8,7 +8,8 @@ the sampler see the pooled inner-validation NRMSE; the pooled out-of-fold NRMSE 
 reported at the end of each trial and shown in the results table. ``sampler="random"``
 with ``scheduler="fifo"`` is the plain random search a search is measured against;
 ``scheduler="race"`` adds fold racing to ASHA (:mod:`eegtune.distributed.fold_race`): the
-trials' drivers stop, fold by fold, a trial that ASHA's cut would not keep.
+trials' drivers stop a trial confidently behind its rivals on the folds run so far (by
+default behind the rival at ASHA's cut; ``race_keep`` moves that bar).
 
 The Optuna study lives in a journal file under the experiment folder, not only in Ray's
 searcher state (``Tuner.restore`` is known to lose OptunaSearch's state, ray#30861): a
