@@ -49,6 +49,9 @@ from eegtune.metrics import pooled_nrmse
 
 logger = logging.getLogger(__name__)
 
+# rung -> trial -> fold -> the fold's error sums (n, sse, sum_y, sum_y2)
+Scores = dict[int, dict[str, dict[int, dict[str, float]]]]
+
 RACE_VERDICT = "race.json"  # in a trial's run folder: why racing stopped it
 RACE_BOARD = "race_board"  # in the experiment's folder: one file of posts per trial
 DEFAULT_CONFIDENCE = 0.9
@@ -140,6 +143,7 @@ class RaceBoard:
         margin: float = DEFAULT_MARGIN,
         record: str | None = None,
         keep: float = DEFAULT_KEEP,
+        saved: Scores | None = None,
     ) -> None:
         if not 0.5 <= confidence < 1:
             raise ValueError(f"race confidence must be in [0.5, 1), got {confidence}")
@@ -149,10 +153,10 @@ class RaceBoard:
         self.margin = margin
         self.keep = keep
         self.record = record
-        # rung -> trial -> fold -> the fold's error sums (n, sse, sum_y, sum_y2)
-        self.scores: dict[int, dict[str, dict[int, dict[str, float]]]] = (
-            read_board(record) if record else {}
-        )
+        # The posts at ``record``; ``saved`` when the caller has read them already.
+        if saved is None:
+            saved = read_board(record) if record else {}
+        self.scores: Scores = saved
 
     def post(self, trial: str, rung: int, fold: int, sums: dict[str, float]) -> Verdict:
         """Record a fold's figures at a rung; judge the trial on every fold it has there."""
@@ -213,16 +217,17 @@ def start_board(
     margin: float = DEFAULT_MARGIN,
     record: str | None = None,
     keep: float = DEFAULT_KEEP,
+    saved: Scores | None = None,
 ) -> Any:
     """The experiment's board as a Ray actor (no CPU: it only keeps numbers)."""
     import ray
 
-    return ray.remote(num_cpus=0)(RaceBoard).remote(confidence, margin, record, keep)
+    return ray.remote(num_cpus=0)(RaceBoard).remote(confidence, margin, record, keep, saved)
 
 
-def read_board(record: str) -> dict[int, dict[str, dict[int, dict[str, float]]]]:
+def read_board(record: str) -> Scores:
     """The posts saved under ``record`` (none if it does not exist yet), keys typed back."""
-    scores: dict[int, dict[str, dict[int, dict[str, float]]]] = {}
+    scores: Scores = {}
     for name in storage.list_files(record):
         path = storage.join(record, name)
         try:

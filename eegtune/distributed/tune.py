@@ -310,7 +310,9 @@ class _SearchRun:
         if earlier and self.verbose:
             trials = {t for at_rung in earlier.values() for t in at_rung}
             print(f"race: {len(trials)} earlier trial(s) stay in the race ({record})")
-        return start_board(self.job.race_confidence, record=record, keep=self.job.race_keep)
+        return start_board(
+            self.job.race_confidence, record=record, keep=self.job.race_keep, saved=earlier
+        )
 
 
 def _fix_split(job: TuneJob, exp: Experiment, resume: bool) -> dict:
