@@ -24,7 +24,14 @@ and the table says whether any would have beaten the race arm's best.
         --trials 12 --max-epochs 10 --recheck --work /tmp/search_eff
 
 ``--work`` keeps the store and every arm's experiment: a rerun resumes where it stopped
-and reprints every pair finished so far.
+and reprints every pair finished so far. To measure another racing rule against the same
+random and ASHA arms, ``--arms-from`` names an earlier study's ``--work``: its store and
+its finished random and ASHA experiments are read, and only the race arm (and its
+recheck) runs in ``--work``.
+
+    .venv/bin/python benchmarks/search_efficiency.py --pairs 5 --subjects 16 --folds 4 \\
+        --trials 16 --max-epochs 10 --recheck --race-keep 0.25 \\
+        --arms-from /tmp/search_eff --work /tmp/search_eff_keep25
 """
 
 from __future__ import annotations
@@ -103,14 +110,34 @@ def _started(job: TuneJob) -> bool:
     return (job.experiment_dir / JOURNAL).exists()
 
 
+def _check_reused(job: TuneJob) -> None:
+    """An arm read from ``--arms-from`` must have finished with this study's settings."""
+    saved = job.experiment_dir / "tune_job.json"
+    if not saved.exists():
+        raise SystemExit(f"--arms-from: {job.experiment_dir} holds no experiment")
+    recorded = json.loads(saved.read_text())
+    for key in ("n_trials", "n_folds", "max_epochs", "space", "sampler", "scheduler"):
+        if recorded.get(key) != getattr(job, key):
+            raise SystemExit(
+                f"--arms-from: {saved} has {key}={recorded.get(key)!r}, this study "
+                f"{getattr(job, key)!r}"
+            )
+    done = finished_trials(job.experiment())
+    if done < job.n_trials:
+        raise SystemExit(
+            f"--arms-from: {job.experiment_dir} finished {done} of {job.n_trials} trials"
+        )
+
+
 def run_pair(args, store: Path, work: Path, pair: int, plan) -> dict:
     tpe_seed, random_seed = 2 * pair, 2 * pair + 1
     costs: dict[str, pd.DataFrame] = {}
     for arm, (sampler, scheduler) in ARMS.items():
+        reused = args.arms_from is not None and arm != "race"
         job = _job(
             args,
             store,
-            work,
+            Path(args.arms_from) if reused else work,
             f"pair{pair}_{arm}",
             n_trials=args.trials,
             sampler=sampler,
@@ -119,7 +146,10 @@ def run_pair(args, store: Path, work: Path, pair: int, plan) -> dict:
             race_confidence=args.race_confidence,
             race_keep=args.race_keep,
         )
-        run_tune(job, plan, resume=_started(job), verbose=0)
+        if reused:
+            _check_reused(job)
+        else:
+            run_tune(job, plan, resume=_started(job), verbose=0)
         costs[arm] = trial_costs(job)
     result = summarize(costs)
     if args.recheck:
@@ -247,6 +277,11 @@ def main() -> None:
     parser.add_argument("--recheck", action="store_true", help="rerun race-stopped trials")
     parser.add_argument("--work", default="/tmp/eegtune_search_efficiency")
     parser.add_argument(
+        "--arms-from",
+        default=None,
+        help="an earlier study's --work: reuse its store and random and ASHA arms",
+    )
+    parser.add_argument(
         "--tables", action="store_true", help="print the tables of every pair saved in --work"
     )
     args = parser.parse_args()
@@ -261,15 +296,20 @@ def main() -> None:
         }
         print_tables(args, dict(sorted(saved.items())))
         return
-    store = work / "store"
-    if not (work / "bids" / "oracle.json").exists():
-        synthesize(
-            SynthOptions(
-                out=work / "bids", n_subjects=args.subjects, tasks=("contrastChangeDetection",)
-            ),
-            progress=False,
-        )
-    prepare([work / "bids"], store, PrepareOptions())
+    if args.arms_from:  # the earlier study's store, so the arms train on the same windows
+        store = Path(args.arms_from) / "store"
+        if not (store / "manifest.json").exists():
+            raise SystemExit(f"--arms-from: no window store at {store}")
+    else:
+        store = work / "store"
+        if not (work / "bids" / "oracle.json").exists():
+            synthesize(
+                SynthOptions(
+                    out=work / "bids", n_subjects=args.subjects, tasks=("contrastChangeDetection",)
+                ),
+                progress=False,
+            )
+        prepare([work / "bids"], store, PrepareOptions())
 
     import ray
 
