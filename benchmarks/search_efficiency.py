@@ -46,7 +46,7 @@ import pandas as pd
 
 from eegtune.data.prepare import PrepareOptions, prepare
 from eegtune.data.synthetic import SynthOptions, synthesize
-from eegtune.distributed.experiment import JOURNAL
+from eegtune.distributed.experiment import JOB_RECORD, JOURNAL
 from eegtune.distributed.resources import plan_resources
 from eegtune.distributed.runtime import start_ray
 from eegtune.distributed.study import TRIAL_ID_ATTR, finished_trials, load_study, results_table
@@ -112,11 +112,19 @@ def _started(job: TuneJob) -> bool:
 
 def _check_reused(job: TuneJob) -> None:
     """An arm read from ``--arms-from`` must have finished with this study's settings."""
-    saved = job.experiment_dir / "tune_job.json"
+    saved = job.experiment_dir / JOB_RECORD
     if not saved.exists():
         raise SystemExit(f"--arms-from: {job.experiment_dir} holds no experiment")
     recorded = json.loads(saved.read_text())
-    for key in ("n_trials", "n_folds", "max_epochs", "space", "sampler", "scheduler"):
+    for key in (
+        "n_trials",
+        "n_folds",
+        "max_epochs",
+        "space",
+        "sampler",
+        "scheduler",
+        "sampler_seed",
+    ):
         if recorded.get(key) != getattr(job, key):
             raise SystemExit(
                 f"--arms-from: {saved} has {key}={recorded.get(key)!r}, this study "
