@@ -47,6 +47,7 @@ import pandas as pd
 from eegtune.data.prepare import PrepareOptions, prepare
 from eegtune.data.synthetic import SynthOptions, synthesize
 from eegtune.distributed.experiment import JOB_RECORD, JOURNAL
+from eegtune.distributed.fold_race import DEFAULT_KEEP
 from eegtune.distributed.resources import plan_resources
 from eegtune.distributed.runtime import start_ray
 from eegtune.distributed.study import TRIAL_ID_ATTR, finished_trials, load_study, results_table
@@ -281,7 +282,7 @@ def main() -> None:
     parser.add_argument("--space", default="softargmax_tcn")
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--race-confidence", type=float, default=0.9)
-    parser.add_argument("--race-keep", type=float, default=0.5)
+    parser.add_argument("--race-keep", type=float, default=DEFAULT_KEEP)
     parser.add_argument("--recheck", action="store_true", help="rerun race-stopped trials")
     parser.add_argument("--work", default="/tmp/eegtune_search_efficiency")
     parser.add_argument(

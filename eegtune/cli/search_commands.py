@@ -8,6 +8,7 @@ import logging
 from eegtune import storage
 from eegtune.cli.arguments import add_data_mode_arg, add_device_args, add_split_args
 from eegtune.cli.output import progress_bar
+from eegtune.distributed.fold_race import DEFAULT_CONFIDENCE, DEFAULT_KEEP
 from eegtune.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -240,20 +241,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default="asha",
         help="fifo: no early stopping; asha: stop on the pooled figure at rungs; race: ASHA "
         "plus stopping, fold by fold (paired test) and before its later folds start, a "
-        "trial behind the rivals ASHA's cut keeps",
+        "trial confidently behind the best quarter of its rivals (--race-keep)",
     )
     p.add_argument(
         "--race-confidence",
         type=float,
-        default=0.9,
+        default=DEFAULT_CONFIDENCE,
         help="with --scheduler race: how sure the paired test must be that a trial is worse",
     )
     p.add_argument(
         "--race-keep",
         type=float,
-        default=0.5,
+        default=DEFAULT_KEEP,
         help="with --scheduler race: the share of its rivals a trial may trail and not be "
-        "stopped (0.5: ASHA's cut; 0: the leader, more stops and sooner)",
+        "stopped (0.25, the default; 0.5: ASHA's cut, fewer stops; 0: the leader, more "
+        "stops and sooner)",
     )
     p.add_argument(
         "--set",

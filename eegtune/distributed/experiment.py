@@ -74,7 +74,7 @@ class TuneJob:
     # than the rival ``race_keep`` names, to be stopped (eegtune.distributed.fold_race).
     race_confidence: float = DEFAULT_CONFIDENCE
     # --scheduler race: the share of its rivals a trial may trail and not be stopped
-    # (0.5, ASHA's cut at reduction factor 2; 0, the leader: more stops, sooner).
+    # (0.25 by default; 0.5, ASHA's cut at reduction factor 2; 0, the leader).
     race_keep: float = DEFAULT_KEEP
     # Training settings every trial shares and the space does not search (``--set``).
     fixed: dict[str, Any] = field(default_factory=dict)

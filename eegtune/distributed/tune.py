@@ -9,7 +9,7 @@ reported at the end of each trial and shown in the results table. ``sampler="ran
 with ``scheduler="fifo"`` is the plain random search a search is measured against;
 ``scheduler="race"`` adds fold racing to ASHA (:mod:`eegtune.distributed.fold_race`): the
 trials' drivers stop a trial confidently behind its rivals on the folds run so far (by
-default behind the rival at ASHA's cut; ``race_keep`` moves that bar).
+default behind the rival ranked after the top quarter; ``race_keep`` moves that bar).
 
 The Optuna study lives in a journal file under the experiment folder, not only in Ray's
 searcher state (``Tuner.restore`` is known to lose OptunaSearch's state, ray#30861): a

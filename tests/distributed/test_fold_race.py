@@ -85,9 +85,10 @@ def test_better_trials_are_never_stopped_and_become_the_leader():
     assert verdict.leader == "better" and verdict.bar == "leader" and not verdict.stop
 
 
-def _four_rivals(keep: float = 0.5) -> RaceBoard:
-    """Rivals a, b, c, d, each 10% worse than the one before on every fold."""
-    board = RaceBoard(0.95, keep=keep)
+def _four_rivals(keep: float | None = 0.5) -> RaceBoard:
+    """Rivals a, b, c, d, each 10% worse than the one before on every fold (``keep``
+    None: the board's default)."""
+    board = RaceBoard(0.95) if keep is None else RaceBoard(0.95, keep=keep)
     for i, name in enumerate("abcd"):
         for k, e in enumerate(LEADER):
             board.post(name, 3, k, sums(e * 1.1**i))
@@ -111,6 +112,16 @@ def test_a_trial_is_stopped_only_behind_ashas_cut():
     assert led.bar == "a" and led.bar_rank == 1 and led.stop
     # keep 1: only a trial behind every rival can be stopped.
     assert post_all(_four_rivals(keep=1.0), "t", [e * 1.15 for e in LEADER]).bar == "d"
+
+
+def test_the_default_bar_is_the_rival_after_the_best_quarter():
+    # 1 + ⌈3 · 1/4⌉ = 2: b, between the leader (keep 0) and ASHA's cut (c, keep 0.5).
+    behind_b = post_all(_four_rivals(None), "t", [e * 1.15 for e in LEADER])
+    assert behind_b.bar == "b" and behind_b.bar_rank == 2 and behind_b.stop
+    assert "against b (no. 2 of 4 rivals)" in behind_b.reason()
+    # Behind the leader alone, it is not stopped.
+    ahead_of_b = post_all(_four_rivals(None), "t", [e * 1.05 for e in LEADER])
+    assert ahead_of_b.bar == "b" and not ahead_of_b.stop
 
 
 def test_the_first_trial_has_no_rival():
