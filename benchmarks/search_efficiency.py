@@ -46,12 +46,13 @@ import pandas as pd
 
 from eegtune.data.prepare import PrepareOptions, prepare
 from eegtune.data.synthetic import SynthOptions, synthesize
-from eegtune.distributed.experiment import JOB_RECORD, JOURNAL
+from eegtune.distributed.experiment import JOB_RECORD, JOURNAL, check_resume
 from eegtune.distributed.fold_race import DEFAULT_KEEP
 from eegtune.distributed.resources import plan_resources
 from eegtune.distributed.runtime import start_ray
 from eegtune.distributed.study import TRIAL_ID_ATTR, finished_trials, load_study, results_table
 from eegtune.distributed.tune import TuneJob, run_tune
+from eegtune.errors import ExperimentError
 
 ARMS = {"random": ("random", "fifo"), "asha": ("tpe", "asha"), "race": ("tpe", "race")}
 
@@ -111,31 +112,42 @@ def _started(job: TuneJob) -> bool:
     return (job.experiment_dir / JOURNAL).exists()
 
 
+def _saved_record(job: TuneJob) -> dict | None:
+    saved = job.experiment_dir / JOB_RECORD
+    return json.loads(saved.read_text()) if saved.exists() else None
+
+
 def _check_reused(job: TuneJob) -> None:
     """An arm read from ``--arms-from`` must have finished with this study's settings."""
-    saved = job.experiment_dir / JOB_RECORD
-    if not saved.exists():
+    recorded = _saved_record(job)
+    if recorded is None:
         raise SystemExit(f"--arms-from: {job.experiment_dir} holds no experiment")
-    recorded = json.loads(saved.read_text())
-    for key in (
-        "n_trials",
-        "n_folds",
-        "max_epochs",
-        "space",
-        "sampler",
-        "scheduler",
-        "sampler_seed",
-    ):
-        if recorded.get(key) != getattr(job, key):
-            raise SystemExit(
-                f"--arms-from: {saved} has {key}={recorded.get(key)!r}, this study "
-                f"{getattr(job, key)!r}"
-            )
+    try:  # the settings a --resume could not change: store, space, seeds, epochs, ...
+        check_resume(job, recorded)
+    except ExperimentError as err:
+        raise SystemExit(f"--arms-from: {job.experiment_dir} is another study's: {err}") from None
     done = finished_trials(job.experiment())
-    if done < job.n_trials:
+    if recorded.get("n_trials") != job.n_trials or done < job.n_trials:
         raise SystemExit(
-            f"--arms-from: {job.experiment_dir} finished {done} of {job.n_trials} trials"
+            f"--arms-from: {job.experiment_dir} finished {done} of "
+            f"{recorded.get('n_trials')} trials; this study has {job.n_trials} per arm"
         )
+
+
+def _check_rule(job: TuneJob) -> None:
+    """A race arm this command resumes must have raced by its rule: a --resume may change
+    --race-keep and --race-confidence, which would print an old rule's figures as the
+    new one's."""
+    recorded = _saved_record(job)
+    if recorded is None:
+        return
+    for key in ("race_keep", "race_confidence"):
+        if (was := recorded.get(key)) != getattr(job, key):
+            raced = "before the setting existed" if was is None else f"with {key}={was!r}"
+            raise SystemExit(
+                f"{job.experiment_dir} raced {raced}, this command asks for "
+                f"{getattr(job, key)!r}: give the same rule, or another --work"
+            )
 
 
 def run_pair(args, store: Path, work: Path, pair: int, plan) -> dict:
@@ -158,6 +170,8 @@ def run_pair(args, store: Path, work: Path, pair: int, plan) -> dict:
         if reused:
             _check_reused(job)
         else:
+            if arm == "race":
+                _check_rule(job)
             run_tune(job, plan, resume=_started(job), verbose=0)
         costs[arm] = trial_costs(job)
     result = summarize(costs)
@@ -221,11 +235,19 @@ def recheck(args, store: Path, work: Path, pair: int, plan, race: pd.DataFrame) 
     }
 
 
+SETTINGS = ("subjects", "space", "trials", "folds", "max_epochs", "race_confidence", "race_keep")
+
+
 def print_tables(args, results: dict[int, dict]) -> None:
+    # Each pair saves the settings it ran with; --tables prints those, not its own flags.
+    runs = {json.dumps(r.get("settings")) for r in results.values()}
+    settings = next(iter(results.values())).get("settings") if len(runs) == 1 else None
+    s = settings or {k: getattr(args, k) for k in SETTINGS}
     print(
-        f"\n{args.subjects} subjects, C1, space {args.space}, {args.trials} trials per arm, "
-        f"{args.folds} folds, max {args.max_epochs} epochs, race confidence "
-        f"{args.race_confidence}, race keep {args.race_keep}"
+        f"\n{s['subjects']} subjects, C1, space {s['space']}, {s['trials']} trials per arm, "
+        f"{s['folds']} folds, max {s['max_epochs']} epochs, race confidence "
+        f"{s['race_confidence']}, race keep {s['race_keep']}"
+        + ("" if settings else " (this command's flags: the pairs saved none, or differ)")
     )
     print(
         "\n| pair (TPE / random seed) | arm | fold-epochs | best objective | best OOF NRMSE "
@@ -306,6 +328,8 @@ def main() -> None:
         print_tables(args, dict(sorted(saved.items())))
         return
     if args.arms_from:  # the earlier study's store, so the arms train on the same windows
+        if Path(args.arms_from).resolve() == work.resolve():
+            raise SystemExit("--arms-from must name another study's --work than this one")
         store = Path(args.arms_from) / "store"
         if not (store / "manifest.json").exists():
             raise SystemExit(f"--arms-from: no window store at {store}")
@@ -330,6 +354,7 @@ def main() -> None:
         plan = plan_resources(2, n_folds=args.folds, max_concurrent_trials=1, pool=True)
         for pair in range(args.first_pair, args.first_pair + args.pairs):
             results[pair] = run_pair(args, store, work, pair, plan)
+            results[pair]["settings"] = {k: getattr(args, k) for k in SETTINGS}
             (work / f"pair{pair}.json").write_text(json.dumps(results[pair], indent=1))
             print_tables(args, results)
     finally:

@@ -241,7 +241,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default="asha",
         help="fifo: no early stopping; asha: stop on the pooled figure at rungs; race: ASHA "
         "plus stopping, fold by fold (paired test) and before its later folds start, a "
-        "trial confidently behind the best quarter of its rivals (--race-keep)",
+        "trial confidently behind the rival --race-keep names",
     )
     p.add_argument(
         "--race-confidence",

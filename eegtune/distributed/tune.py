@@ -367,7 +367,7 @@ def _scheduler(job: TuneJob):
         time_attr="epoch",
         max_t=job.max_epochs - 1,
         grace_period=job.grace_period,
-        reduction_factor=DEFAULT_REDUCTION,  # the race board cuts where ASHA does
+        reduction_factor=DEFAULT_REDUCTION,  # the race board posts at ASHA's rungs
         # Past max_t a trial goes on to its last epoch and its final report.
         stop_last_trials=False,
     )

@@ -85,11 +85,11 @@ def test_better_trials_are_never_stopped_and_become_the_leader():
     assert verdict.leader == "better" and verdict.bar == "leader" and not verdict.stop
 
 
-def _four_rivals(keep: float | None = 0.5) -> RaceBoard:
-    """Rivals a, b, c, d, each 10% worse than the one before on every fold (``keep``
-    None: the board's default)."""
+def _four_rivals(keep: float | None = 0.5, names: str = "abcd") -> RaceBoard:
+    """Rivals a, b, c, d (or ``names``), each 10% worse than the one before on every
+    fold (``keep`` None: the board's default)."""
     board = RaceBoard(0.95) if keep is None else RaceBoard(0.95, keep=keep)
-    for i, name in enumerate("abcd"):
+    for i, name in enumerate(names):
         for k, e in enumerate(LEADER):
             board.post(name, 3, k, sums(e * 1.1**i))
     return board
@@ -122,6 +122,9 @@ def test_the_default_bar_is_the_rival_after_the_best_quarter():
     # Behind the leader alone, it is not stopped.
     ahead_of_b = post_all(_four_rivals(None), "t", [e * 1.05 for e in LEADER])
     assert ahead_of_b.bar == "b" and not ahead_of_b.stop
+    # Five rivals: 1 + ⌈4 · 1/4⌉ = 2 still (a keep above 1/4 would make it c), nine: 3.
+    assert post_all(_four_rivals(None, "abcde"), "t", [e * 1.15 for e in LEADER]).bar == "b"
+    assert post_all(_four_rivals(None, "abcdefghi"), "t", [e * 2 for e in LEADER]).bar == "c"
 
 
 def test_the_first_trial_has_no_rival():
