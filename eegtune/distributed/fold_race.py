@@ -24,8 +24,8 @@ confidence the user set and by at least ``margin``. At ``keep = 1/η`` this is A
 applied early, on the folds run so far and by a different figure (mean log error per
 fold, not the pooled NRMSE of all folds); at the default it is stricter than ASHA, so it
 can stop trials ASHA would have kept. At any ``keep`` above 0, with two rivals or more,
-it never stops a trial for trailing the leader alone. The board also holds the trials of earlier
-runs of a resumed search, which a new run's ASHA has not seen. Where folds outnumber
+it never stops a trial for trailing the leader alone. The board also holds the trials of
+earlier runs of a resumed search, which a new run's ASHA has not seen. Where folds outnumber
 the free slots, a trial that lost on its first folds never starts its later ones (the
 fold pool drops them from its queue). Every stop is saved with its reason
 (:func:`write_verdict`) for the results table and the report. The board saves each

@@ -85,7 +85,7 @@ def test_better_trials_are_never_stopped_and_become_the_leader():
     assert verdict.leader == "better" and verdict.bar == "leader" and not verdict.stop
 
 
-def _four_rivals(keep: float | None = 0.5, names: str = "abcd") -> RaceBoard:
+def _rivals(keep: float | None = 0.5, names: str = "abcd") -> RaceBoard:
     """Rivals a, b, c, d (or ``names``), each 10% worse than the one before on every
     fold (``keep`` None: the board's default)."""
     board = RaceBoard(0.95) if keep is None else RaceBoard(0.95, keep=keep)
@@ -97,34 +97,34 @@ def _four_rivals(keep: float | None = 0.5, names: str = "abcd") -> RaceBoard:
 
 def test_a_trial_is_stopped_only_behind_ashas_cut():
     # With 4 rivals ASHA keeps the top ⌈5/2⌉ = 3 of 5: c (1.21× a) is the bar.
-    inside = post_all(_four_rivals(), "t", [e * 1.15 for e in LEADER])
+    inside = post_all(_rivals(), "t", [e * 1.15 for e in LEADER])
     assert inside.leader == "a" and inside.bar == "c" and inside.bar_rank == 3
     assert not inside.stop  # consistently behind a and b, but inside the cut
     ratios = (1.28, 1.31, 1.29, 1.30, 1.32)
-    behind = post_all(_four_rivals(), "t", [e * r for e, r in zip(LEADER, ratios, strict=True)])
+    behind = post_all(_rivals(), "t", [e * r for e, r in zip(LEADER, ratios, strict=True)])
     assert behind.stop and behind.bar == "c" and behind.p_value < 0.05
     assert math.exp(behind.log_ratio) == pytest.approx(
         math.exp(np.mean(np.log(ratios))) / 1.21, rel=1e-9
     )
     assert "against c (no. 3 of 4 rivals) on folds [0, 1, 2, 3, 4]" in behind.reason()
     # keep 0: the leader is the bar, and trailing it consistently is enough.
-    led = post_all(_four_rivals(keep=0.0), "t", [e * 1.15 for e in LEADER])
+    led = post_all(_rivals(keep=0.0), "t", [e * 1.15 for e in LEADER])
     assert led.bar == "a" and led.bar_rank == 1 and led.stop
     # keep 1: only a trial behind every rival can be stopped.
-    assert post_all(_four_rivals(keep=1.0), "t", [e * 1.15 for e in LEADER]).bar == "d"
+    assert post_all(_rivals(keep=1.0), "t", [e * 1.15 for e in LEADER]).bar == "d"
 
 
 def test_the_default_bar_is_the_rival_after_the_best_quarter():
     # 1 + ⌈3 · 1/4⌉ = 2: b, between the leader (keep 0) and ASHA's cut (c, keep 0.5).
-    behind_b = post_all(_four_rivals(None), "t", [e * 1.15 for e in LEADER])
+    behind_b = post_all(_rivals(None), "t", [e * 1.15 for e in LEADER])
     assert behind_b.bar == "b" and behind_b.bar_rank == 2 and behind_b.stop
     assert "against b (no. 2 of 4 rivals)" in behind_b.reason()
     # Behind the leader alone, it is not stopped.
-    ahead_of_b = post_all(_four_rivals(None), "t", [e * 1.05 for e in LEADER])
+    ahead_of_b = post_all(_rivals(None), "t", [e * 1.05 for e in LEADER])
     assert ahead_of_b.bar == "b" and not ahead_of_b.stop
     # Five rivals: 1 + ⌈4 · 1/4⌉ = 2 still (a keep above 1/4 would make it c), nine: 3.
-    assert post_all(_four_rivals(None, "abcde"), "t", [e * 1.15 for e in LEADER]).bar == "b"
-    assert post_all(_four_rivals(None, "abcdefghi"), "t", [e * 2 for e in LEADER]).bar == "c"
+    assert post_all(_rivals(None, "abcde"), "t", [e * 1.15 for e in LEADER]).bar == "b"
+    assert post_all(_rivals(None, "abcdefghi"), "t", [e * 2 for e in LEADER]).bar == "c"
 
 
 def test_the_first_trial_has_no_rival():
