@@ -46,7 +46,7 @@ import pandas as pd
 
 from eegtune.data.prepare import PrepareOptions, prepare
 from eegtune.data.synthetic import SynthOptions, synthesize
-from eegtune.distributed.experiment import JOB_RECORD, JOURNAL, check_resume
+from eegtune.distributed.experiment import JOURNAL, Experiment, check_resume
 from eegtune.distributed.fold_race import DEFAULT_KEEP
 from eegtune.distributed.resources import plan_resources
 from eegtune.distributed.runtime import start_ray
@@ -113,8 +113,11 @@ def _started(job: TuneJob) -> bool:
 
 
 def _saved_record(job: TuneJob) -> dict | None:
-    saved = job.experiment_dir / JOB_RECORD
-    return json.loads(saved.read_text()) if saved.exists() else None
+    """The settings an earlier run saved for this arm; None if it never started."""
+    try:
+        return Experiment.open(job.experiment_dir).settings
+    except ExperimentError:
+        return None
 
 
 def _check_reused(job: TuneJob) -> None:
