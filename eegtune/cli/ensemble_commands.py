@@ -103,7 +103,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="ship each member as one model trained on every subject for the epochs its "
         "folds chose (one forward pass instead of K); scored by its fold models",
     )
-    p.add_argument("--seeds", type=int, default=0, help="retrain the top-k with N new seeds (Ray)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=0,
+        help="retrain the top-k with N new seeds (Ray); each trial and its retrainings "
+        "become one more member, their seed bag (the mean of all their fold models)",
+    )
     p.add_argument("--address", help="with --seeds: a Ray cluster (default: a local Ray)")
     p.add_argument("--num-cpus", type=int, help="with --seeds: CPUs for a local Ray")
     p.add_argument("--out", required=True, help="the ensemble folder (or URI) to write")

@@ -1,7 +1,8 @@
 """``eegtune ensemble``: from finished experiments to one scored, guarded predictor.
 
 Steps: open the experiments and check they share their folds; take their COMPLETE trials
-as candidates (plus multi-seed finalists with ``seeds``); line up their OOF predictions;
+as candidates (plus, with ``seeds``, each top trial's seed bag: the trial retrained with
+new seeds, averaged with its own run); line up their OOF predictions;
 score every method nested and naive; apply the guard; write the chosen combination's
 members to ``out`` (atomically). Every method is scored so the table shows what the
 chosen one is measured against.
@@ -27,7 +28,7 @@ from eegtune.ensembles.candidates import (
 )
 from eegtune.ensembles.combiners import METHODS
 from eegtune.ensembles.errors import EnsembleError
-from eegtune.ensembles.finalists import retrain_with_seeds, seed_spread
+from eegtune.ensembles.finalists import retrain_with_seeds, seed_bags, seed_spread
 from eegtune.ensembles.nested import AUTO, N_BOOT, Scores, choose_method, guarded, score_methods
 from eegtune.ensembles.predictor import write_ensemble
 from eegtune.ensembles.refit import refit_member
@@ -79,22 +80,36 @@ def build_ensemble(
     experiments = [open_experiment(p) for p in req.experiments]
     check_same_folds(experiments, req.challenge)
     candidates = [c for exp in experiments for c in experiment_candidates(exp)]
+    singles = len(candidates)  # the trials as searched: what the best single trial is
     if req.seeds:
         top = sorted(candidates, key=lambda c: c.oof_nrmse)[: req.top_k]
         by_name = {exp.name: exp for exp in experiments}
         if len(by_name) != len(experiments):
             raise EnsembleError("two --experiment folders share a name; rename one")
-        candidates += retrain_with_seeds(by_name, top, req.seeds, log=log)
+        candidates += seed_bags(top, retrain_with_seeds(by_name, top, req.seeds, log=log))
     for cand in candidates:  # a trial without its fold models cannot become a member
         cand.checkpoints()
+    bags = len(candidates) - singles
     log(
         f"candidates: {len(candidates)} member(s) from {len(experiments)} experiment(s); a "
-        f"member is a trial (or a trial retrained with a new seed), predicting the mean of "
-        f"its {experiments[0].n_folds} fold models"
+        f"member is a trial, predicting the mean of its {experiments[0].n_folds} fold models"
+        + (
+            f", or one of {bags} seed bag(s): a trial and its {req.seeds} retraining(s) "
+            f"with new seeds, predicting the mean of all their fold models"
+            if bags
+            else ""
+        )
     )
     rows, _ = oof_rows(candidates)
     scores = score_methods(
-        rows, METHODS, req.top_k, req.size, req.n_boot, experiments[0].seed, req.max_models
+        rows,
+        METHODS,
+        req.top_k,
+        req.size,
+        req.n_boot,
+        experiments[0].seed,
+        req.max_models,
+        singles=singles,
     )
     centre = float(rows.target.mean())
     method, why = choose_method(scores, req.method)  # printed by format_report
@@ -107,8 +122,9 @@ def build_ensemble(
     checkpoints = [candidates[i].checkpoints() for i in used]
     if req.refit:
         by_name = {exp.name: exp for exp in experiments}
-        checkpoints = [
-            [refit_member(candidates[i], by_name[candidates[i].experiment], log)] for i in used
+        checkpoints = [  # a seed bag refits each of its runs: one model per seed
+            [refit_member(run, by_name[run.experiment], log) for run in candidates[i].runs()]
+            for i in used
         ]
     spread = seed_spread(candidates)
     description = {
@@ -126,6 +142,7 @@ def build_ensemble(
         "centre": comb.centre,
         "members": members,
         "n_candidates": len(candidates),
+        "n_seed_bags": bags,
         "n_rows": len(rows.target),
         "n_subjects": len(np.unique(rows.subject)),
         "top_k": req.top_k,
@@ -193,7 +210,11 @@ def format_report(result: EnsembleResult) -> str:
     if spread:
         median = float(np.median([v["std"] for v in spread.values()]))
         for trial, v in spread.items():
-            lines.append(f"seed spread {trial}: std {v['std']:.4f} over seeds {v['seeds']}")
+            lines.append(
+                f"seed spread {trial}: std {v['std']:.4f} over seeds {v['seeds']} "
+                f"(OOF {', '.join(f'{x:.4f}' for x in v['oof_nrmse'])}); "
+                f"their seed bag {v['bag_oof_nrmse']:.4f}"
+            )
         gain = s.best_single_nrmse - s.methods[result.description["method"]].nested_nrmse
         if gain < median:
             lines.append(
@@ -217,8 +238,9 @@ def format_report(result: EnsembleResult) -> str:
     )
     if desc.get("refit") and desc["members"]:
         lines.append(
-            f"refit: each member is one model trained on every subject instead of its "
-            f"{desc['n_folds']} fold models; the scores above are the fold models' nested "
-            f"out-of-fold scores (a refit model has no held-out rows of its own)"
+            f"refit: each member is one model trained on every subject (a seed bag: one "
+            f"per seed) instead of its {desc['n_folds']} fold models; the scores above are "
+            f"the fold models' nested out-of-fold scores (a refit model has no held-out "
+            f"rows of its own)"
         )
     return "\n".join(lines)

@@ -5,6 +5,11 @@ of its K fold models (K-fold bagging), and its OOF vector (each subject predicte
 one fold model that never saw it) is what the combiners are fitted on. Experiments can
 only be pooled when their OOF rows are the same rows in the same folds: same store, same
 challenge, same K and split seed.
+
+A **seed bag** is a member too: one trial trained with several seeds on the same folds
+(``parts``, one run per seed), predicting the mean of every run's K fold models. Its OOF
+vector is the mean of its runs' OOF vectors, so each row is still predicted only by
+models that never saw its subject.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ SAME_FOLDS = ("challenge", "n_folds", "seed")  # what makes two experiments' fol
 
 @dataclass(frozen=True)
 class Candidate:
-    """One trial's fold models, as one member: ``trial_dir/fold{k}/checkpoint.pt``."""
+    """One trial's fold models, as one member: ``trial_dir/fold{k}/checkpoint.pt``; or a
+    seed bag, whose ``parts`` are the trial's runs (one per seed, the trial's own first)."""
 
     experiment: str
     trial: int
@@ -39,19 +45,34 @@ class Candidate:
     n_folds: int
     oof_nrmse: float
     params: dict[str, Any]
+    parts: tuple[Candidate, ...] = ()
 
     @property
     def label(self) -> str:
+        if self.parts:
+            seeds = "+".join(str(p.seed) for p in self.parts)
+            return f"{self.experiment}/trial {self.trial} seeds {seeds}"
         return f"{self.experiment}/trial {self.trial} seed {self.seed}"
 
+    def runs(self) -> tuple[Candidate, ...]:
+        """The single-seed runs this member averages: its parts, or itself."""
+        return self.parts or (self,)
+
     def checkpoints(self) -> list[Path]:
-        files = [Path(fold_dir(self.trial_dir, k)) / CHECKPOINT for k in range(self.n_folds)]
+        """Every fold model the member averages: K per run."""
+        files = [
+            Path(fold_dir(run.trial_dir, k)) / CHECKPOINT
+            for run in self.runs()
+            for k in range(run.n_folds)
+        ]
         missing = [str(f) for f in files if not f.exists()]
         if missing:
             raise EnsembleError(f"{self.label}: missing fold checkpoint(s) {missing}")
         return files
 
     def oof(self) -> pd.DataFrame:
+        if self.parts:
+            return _mean_oof(self.label, [run.oof() for run in self.parts])
         try:
             frame = oof_frame(self.trial_dir, self.n_folds)
         except FileNotFoundError as exc:
@@ -61,7 +82,28 @@ class Candidate:
         return frame.sort_values(ROW_KEY, kind="stable").reset_index(drop=True)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "trial_dir": str(self.trial_dir)}
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {
+            **fields,
+            "trial_dir": str(self.trial_dir),
+            "parts": [run.to_dict() for run in self.parts],
+        }
+
+
+def _mean_oof(label: str, frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """A seed bag's OOF rows: its runs' predictions averaged row by row, refused unless
+    every run predicted the same windows from the same folds."""
+    first = frames[0]
+    for frame in frames[1:]:
+        if len(frame) != len(first) or not all(
+            np.array_equal(frame[k].to_numpy(), first[k].to_numpy()) for k in [*ROW_KEY, "fold"]
+        ):
+            raise EnsembleError(
+                f"{label}: its seed runs have different out-of-fold rows; they were not "
+                f"trained on the same folds"
+            )
+    mean = np.mean([f["prediction"].to_numpy(dtype=np.float64) for f in frames], axis=0)
+    return first.assign(prediction=mean.astype(first["prediction"].dtype))
 
 
 def open_experiment(location: str | Path) -> Experiment:

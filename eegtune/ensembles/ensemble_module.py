@@ -38,7 +38,7 @@ CHECK_RTOL, CHECK_ATOL = 1e-5, 1e-6
 
 
 class TrialBag(nn.Module):
-    """One member: the mean of a trial's K fold models."""
+    """One member: the mean of a trial's K fold models (a seed bag: K per seed)."""
 
     def __init__(self, folds: list[nn.Module]) -> None:
         super().__init__()

@@ -8,12 +8,14 @@ predicts fold f's subjects with it; the pooled predictions are scored once. The 
 Every method's gain is measured, on the same rows, against the **best single trial**: the
 trial with the lowest pooled OOF NRMSE, its OOF predictions as they are. That baseline was
 itself chosen on all rows, so it flatters the baseline and makes the gain conservative.
+Seed bags are members but never the baseline: a bag is already an ensemble of its seeds.
 The guard, which decides what ships, uses honest figures only: the nested choice of the
 best trial, and the nested mean predictor.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -114,12 +116,18 @@ def score_methods(
     n_boot: int = N_BOOT,
     seed: int = 0,
     max_models: int | None = None,
+    singles: int | None = None,
 ) -> Scores:
     """Nested and naive NRMSE of every method, with bootstrap intervals over subjects.
-    ``max_models`` caps greedy's distinct members, in the nested fits too."""
+    ``max_models`` caps greedy's distinct members, in the nested fits too. The first
+    ``singles`` members (default: all) are single trials, the ones the best single trial
+    is chosen from; the members after them are seed bags."""
     y = rows.target
+    singles = rows.preds.shape[1] if singles is None else singles
+    if not 1 <= singles <= rows.preds.shape[1]:
+        raise ConfigError(f"singles must be 1..{rows.preds.shape[1]}, got {singles}")
     member_nrmse = [nrmse(y, rows.preds[:, m]) for m in range(rows.preds.shape[1])]
-    best = int(np.argmin(member_nrmse))
+    best = int(np.argmin(member_nrmse[:singles]))
     baseline = rows.preds[:, best].astype(np.float64)
     boot = SubjectBootstrap(rows.subject, y, n_boot, seed)
     all_stats = FitStats.of(rows.preds, y)
@@ -138,7 +146,8 @@ def score_methods(
             combination=comb,
             nested_members=used,
         )
-    chosen_nested, _ = nested_predictions(rows, "best", shrink=False)
+    single_rows = dataclasses.replace(rows, preds=rows.preds[:, :singles])
+    chosen_nested, _ = nested_predictions(single_rows, "best", shrink=False)
     return Scores(
         methods=out,
         best_single=best,

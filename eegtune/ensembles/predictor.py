@@ -29,8 +29,9 @@ __all__ = ["EnsemblePredictor", "TrialBag", "load_ensemble", "read_description",
 
 
 def write_ensemble(out: Path, description: dict[str, Any], members: list[list[Path]]) -> None:
-    """Write ``description`` and each member's fold state_dicts (``members[i][k]``, fold
-    checkpoints) to ``out`` atomically: a temporary sibling folder renamed into place."""
+    """Write ``description`` and each member's fold state_dicts (``members[i]``: its fold
+    checkpoints, K per seed for a seed bag) to ``out`` atomically: a temporary sibling
+    folder renamed into place."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / DESCRIPTION).exists():
         raise EnsembleError(f"{out} exists and does not hold an ensemble; choose another --out")

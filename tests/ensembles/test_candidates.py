@@ -3,6 +3,7 @@ lined up or refused, and a member's missing files named."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from eegtune.distributed.experiment import Experiment
 from eegtune.ensembles.candidates import Candidate, check_same_folds, oof_rows
 from eegtune.ensembles.errors import EnsembleError
-from eegtune.training.run_files import OOF
+from eegtune.training.run_files import CHECKPOINT, OOF
 
 
 def _exp(path: Path, **settings) -> Experiment:
@@ -67,3 +68,44 @@ def test_a_members_missing_checkpoint_is_named(tmp_path):
     member = _member(tmp_path, "m1", _rows(), 0.1)
     with pytest.raises(EnsembleError, match=r"fold0/checkpoint\.pt"):
         member.checkpoints()
+
+
+def _bag(tmp_path: Path, rows: pd.DataFrame, shifts: list[float]) -> Candidate:
+    runs = tuple(
+        dataclasses.replace(_member(tmp_path, f"seed{s}", rows, shift), seed=s)
+        for s, shift in enumerate(shifts)
+    )
+    return dataclasses.replace(runs[0], parts=runs)
+
+
+def test_a_seed_bag_predicts_the_mean_of_its_runs_and_holds_every_runs_fold_models(tmp_path):
+    rows = _rows()
+    bag = _bag(tmp_path, rows, [0.1, 0.4, -0.2])
+    assert bag.label == "e/trial 1 seeds 0+1+2"
+    frame = bag.oof()
+    by_hand = np.mean([rows["target"].to_numpy() + s for s in (0.1, 0.4, -0.2)], axis=0)
+    order = frame["window_index"].to_numpy()
+    assert np.allclose(frame["prediction"].to_numpy(), by_hand[order], atol=1e-6)
+    assert np.array_equal(frame["fold"].to_numpy(), rows["fold"].to_numpy()[order])
+    # Lined up beside a single trial, the bag is one more column.
+    lined, _ = oof_rows([_member(tmp_path, "single", rows, 0.3), bag])
+    assert np.allclose(lined.preds[:, 0] - lined.preds[:, 1], 0.3 - 0.1, atol=1e-6)
+
+    for run in bag.parts:  # K fold models per run, runs in seed order
+        for k in (0, 1):
+            (run.trial_dir / f"fold{k}" / CHECKPOINT).write_bytes(b"")
+    files = bag.checkpoints()
+    assert [f.parent.parent.name for f in files] == ["seed0", "seed0", "seed1", "seed1",
+                                                     "seed2", "seed2"]  # fmt: skip
+    assert [f.parent.name for f in files] == ["fold0", "fold1"] * 3
+    assert bag.to_dict()["parts"][2]["trial_dir"] == str(tmp_path / "seed2")
+
+
+def test_a_seed_bag_whose_runs_used_other_folds_is_refused(tmp_path):
+    rows = _rows()
+    bag = _bag(tmp_path, rows, [0.1, 0.2])
+    moved = rows.assign(fold=1 - rows["fold"])
+    other = _member(tmp_path, "moved", moved, 0.3)
+    bad = dataclasses.replace(bag, parts=(*bag.parts, other))
+    with pytest.raises(EnsembleError, match=r"trial 1 seeds 0\+1\+0: its seed runs have different"):
+        bad.oof()

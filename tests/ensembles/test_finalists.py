@@ -9,10 +9,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from eegtune.cli import main
 from eegtune.distributed.experiment import Experiment
+from eegtune.ensembles import load_ensemble
 from eegtune.ensembles.finalists import retrain_config
+from eegtune.ensembles.refit import chosen_epochs
+from eegtune.models import model_from_config
+from eegtune.training.train_func import load_checkpoint, refit_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -42,7 +47,10 @@ def test_seeds_retrain_the_top_trial_on_the_same_folds_and_resume(
     assert main(argv) == 0
     printed = capsys.readouterr().out
     desc = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
-    assert desc["n_candidates"] == 4 and desc["seeds"]["per_trial"] == 1
+    # Three trials and one seed bag: the top trial and its retraining, averaged.
+    assert desc["n_candidates"] == 4 and desc["n_seed_bags"] == 1
+    assert desc["seeds"]["per_trial"] == 1
+    assert desc["scores"]["best_single"]["member"].endswith("seed 0")  # never the bag
     (trial, spread), *_ = desc["seeds"]["spread"].items()
     assert spread["seeds"] == [0, 1] and len(desc["seeds"]["spread"]) == 1
     assert f"seed spread {trial}: std {spread['std']:.4f}" in printed
@@ -69,6 +77,12 @@ def test_seeds_retrain_the_top_trial_on_the_same_folds_and_resume(
     assert want_std == pytest.approx(abs(by_hand[0] - by_hand[1]) / np.sqrt(2), rel=1e-12)
     assert spread["std"] == pytest.approx(want_std, rel=1e-9, abs=1e-12)
     assert f"seed spread {trial}: std {want_std:.4f} over seeds [0, 1]" in printed
+    # The bag's OOF: the two runs' predictions averaged row by row, then pooled.
+    bag = original.assign(
+        prediction=(original["prediction"].to_numpy(np.float64) + retrained["prediction"]) / 2
+    )
+    assert spread["bag_oof_nrmse"] == pytest.approx(_pooled_nrmse(bag), rel=1e-6)
+    assert f"their seed bag {_pooled_nrmse(bag):.4f}" in printed
     # --top-k 1 retrained the trial with the lowest pooled OOF NRMSE.
     trials = sorted(p for p in (exp / "folds").iterdir() if p.is_dir())
     assert by_hand[0] == pytest.approx(min(_pooled_nrmse(_oof(t)) for t in trials), rel=1e-12)
@@ -83,6 +97,52 @@ def test_seeds_retrain_the_top_trial_on_the_same_folds_and_resume(
     again = json.loads((tmp_path / "ens" / "ensemble.json").read_text())["seeds"]["spread"]
     assert again[trial]["oof_nrmse"] == pytest.approx(by_hand, rel=1e-9, abs=1e-12)
     assert again[trial]["std"] == pytest.approx(want_std, rel=1e-9, abs=1e-12)
+
+    # A seed bag ships every run's fold models and predicts their mean.
+    original = exp / "folds" / run.name.removesuffix("_seed1")
+    argv[argv.index("mean")] = "best"
+    # Make the retrained run exact, so the bag (half its error) is the best member on
+    # every fold, and build again: nothing trains, the bag ships.
+    for k in (0, 1):
+        f = run / f"fold{k}" / "oof.parquet"
+        frame = pd.read_parquet(f)
+        frame.assign(prediction=frame["target"].astype(np.float32)).to_parquet(f, index=False)
+    assert main(argv) == 0
+    desc = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
+    (member,) = desc["members"]
+    assert member["label"].endswith("seeds 0+1") and desc["shipped"] == "best"
+    assert [Path(p["trial_dir"]) for p in member["parts"]] == [original, run]
+    (files,) = desc["fold_models"]
+    assert len(files) == 4  # 2 folds × 2 seeds
+
+    models = []
+    for trial_dir in (original, run):
+        for k in (0, 1):
+            ckpt = torch.load(trial_dir / f"fold{k}" / "checkpoint.pt", weights_only=True)
+            model = model_from_config(ckpt["model_config"])
+            model.load_state_dict(ckpt["state_dict"])
+            models.append(model.eval())
+    x = torch.randn(3, 129, 200, generator=torch.Generator().manual_seed(2)) * 10
+    with torch.no_grad():
+        bag = torch.stack([m(x).double() for m in models]).mean(dim=0)
+        got = load_ensemble(tmp_path / "ens")(x).double()
+    centre, alpha = desc["centre"], desc["alpha"]
+    torch.testing.assert_close(got, centre + alpha * (bag - centre), rtol=1e-5, atol=1e-5)
+
+    # Refit, a seed bag ships one model per seed, each trained on every subject.
+    assert main([*argv, "--refit"]) == 0
+    desc = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
+    (files,) = desc["fold_models"]
+    assert len(files) == 2
+    refits = []
+    for trial_dir in (original, run):
+        _, ckpt = load_checkpoint(Path(refit_dir(trial_dir)) / "checkpoint.pt")
+        assert ckpt["metrics"]["refit_epochs"] == chosen_epochs(trial_dir, 2)
+        refits.append(ckpt)
+    assert refits[0]["config"]["seed"] == 0 and refits[1]["config"]["seed"] == 1
+    with torch.no_grad():
+        got = load_ensemble(tmp_path / "ens")(x).double()
+    assert not torch.allclose(got, centre + alpha * (bag - centre), rtol=1e-3)
 
 
 def test_a_config_saved_before_the_decay_rule_retrains_with_the_recipe_it_had(tmp_path):

@@ -19,6 +19,7 @@ from eegtune.ensembles.nested import (
     nested_predictions,
     score_methods,
 )
+from eegtune.errors import ConfigError
 
 NOISE = (0.4, 0.6, 0.9, 1.2, 2.0, 3.0)
 
@@ -375,3 +376,35 @@ def test_max_models_caps_greedys_distinct_members_in_the_nested_fits_too():
     assert max(capped.methods["greedy"].nested_members) <= 2
     # What the cap costs is measured, not assumed: on these rows it costs something.
     assert capped.methods["greedy"].naive_nrmse >= free.methods["greedy"].naive_nrmse
+
+
+def test_seed_bags_are_members_but_never_the_best_single_trial():
+    # Members 0-2 are single trials; 3 and 4 are seed bags (the mean of member 1 and two
+    # other runs of it), better than any single trial. The baseline must stay a trial.
+    rows = make_rows(noise=(1.2, 0.8, 1.5), seed=11)
+    y, rng = rows.target, np.random.default_rng(5)
+    runs = rows.preds[:, [1]] + rng.normal(scale=0.8, size=(len(y), 2)).astype(np.float32)
+    bag = np.mean([rows.preds[:, 1], runs[:, 0], runs[:, 1]], axis=0)
+    preds = np.column_stack([rows.preds, bag, (bag + rows.preds[:, 0]) / 2]).astype(np.float32)
+    with_bags = replace(rows, preds=preds)
+    scores = score_methods(with_bags, ("best",), n_boot=200, singles=3)
+
+    member = [by_hand_nrmse(y, preds[:, m].astype(np.float64)) for m in range(5)]
+    assert min(member[3:]) < min(member[:3]), "the bag must be the better member here"
+    assert scores.best_single == int(np.argmin(member[:3])) == 1
+    assert scores.best_single_nrmse == pytest.approx(member[1], rel=1e-12)
+    chosen = np.empty(len(y))  # the best trial chosen on the other folds, among trials only
+    for f in np.unique(rows.fold):
+        train, test = rows.fold != f, rows.fold == f
+        sse = ((preds[train, :3].astype(float) - y[train, None]) ** 2).sum(axis=0)
+        chosen[test] = preds[test, int(sse.argmin())]
+    assert scores.best_single_nested_nrmse == pytest.approx(by_hand_nrmse(y, chosen), rel=1e-9)
+    # `best` may choose the bag, and its gain is measured against the single trial.
+    best = scores.methods["best"]
+    nested, _ = nested_predictions(with_bags, "best")
+    assert best.gain == pytest.approx(1 - by_hand_nrmse(y, nested) / member[1], rel=1e-9)
+    assert best.gain > 0
+    # Without `singles` the bag would be the baseline, and the gain would vanish.
+    assert score_methods(with_bags, ("best",), n_boot=200).best_single in (3, 4)
+    with pytest.raises(ConfigError, match=r"singles must be 1\.\.5"):
+        score_methods(with_bags, ("best",), n_boot=200, singles=0)
