@@ -133,7 +133,7 @@ def main() -> None:
             for p in (work / "runs" / job.name).glob("**/fold*/metrics.json")
         )
         floor = oracle[f"challenge{challenge}"]["nrmse_floor"]
-        print(f"\n## Challenge {challenge}: {space}, {len(result.candidates)} complete trials")
+        print(f"\n## Challenge {challenge}: {space}, {len(result.candidates)} candidates")
         print(
             f"search {t_search:.0f} s, ensemble {time.perf_counter() - t2:.1f} s "
             f"(with {args.seeds} new seed(s) per top-{args.top_k} trial); "

@@ -18,25 +18,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from eegtune.ensembles.candidates import ROW_KEY
+from eegtune.errors import MissingFileError
 from eegtune.metrics import nrmse
+from eegtune.training.run_files import oof_frame
 
-KEY = ["subject", "recording", "window_index"]
 
-
-def _oof(run: Path) -> pd.DataFrame:
-    files = sorted(run.glob("fold*/oof.parquet"))
-    if not files:
-        raise SystemExit(f"{run} holds no fold*/oof.parquet")
-    return pd.concat([pd.read_parquet(f) for f in files])
+def _oof(run: Path, n_folds: int) -> pd.DataFrame:
+    try:
+        return oof_frame(run, n_folds)
+    except MissingFileError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("a", type=Path, help="the first model's run folder")
     ap.add_argument("b", type=Path, help="the second model's run folder")
+    ap.add_argument("--folds", type=int, default=4, help="folds of each run (default: 4)")
     args = ap.parse_args()
 
-    both = _oof(args.a).merge(_oof(args.b), on=KEY, suffixes=("_a", "_b"), validate="1:1")
+    a_oof, b_oof = _oof(args.a, args.folds), _oof(args.b, args.folds)
+    both = a_oof.merge(b_oof, on=ROW_KEY, suffixes=("_a", "_b"), validate="1:1")
     if not np.allclose(both["target_a"], both["target_b"]):
         raise SystemExit("the two runs disagree on the targets: not the same store")
     y = both["target_a"].to_numpy(np.float64)

@@ -26,7 +26,12 @@ from ensemble_gain import best_run_of_any_seed
 
 from eegtune.ensembles.candidates import experiment_candidates, oof_rows, open_experiment
 from eegtune.ensembles.combiners import METHODS
-from eegtune.ensembles.finalists import finalist_candidate, finalist_seeds, seed_bags
+from eegtune.ensembles.finalists import (
+    finalist_candidate,
+    finalist_run_dir,
+    finalist_seeds,
+    seed_bags,
+)
 from eegtune.ensembles.nested import score_methods
 
 
@@ -43,7 +48,7 @@ def main() -> None:
     runs = []
     for cand in top:
         for seed in finalist_seeds(exp, args.seeds):
-            run_dir = exp.finalist_dir(f"{cand.trial_dir.name}_seed{seed}")
+            run_dir = finalist_run_dir(exp, cand, seed)
             if not run_dir.exists():
                 raise SystemExit(f"{run_dir} is missing: retrain with --seeds {args.seeds} first")
             runs.append(finalist_candidate(cand, seed, run_dir))

@@ -94,8 +94,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-models",
         type=int,
-        help="greedy's distinct members at most: each costs its fold models at inference "
-        "(default: no limit)",
+        help="greedy's distinct members at most: each costs its fold models at inference, "
+        "a seed bag K per seed (default: no limit)",
     )
     p.add_argument(
         "--refit",

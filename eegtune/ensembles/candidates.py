@@ -95,15 +95,20 @@ def _mean_oof(label: str, frames: list[pd.DataFrame]) -> pd.DataFrame:
     every run predicted the same windows from the same folds."""
     first = frames[0]
     for frame in frames[1:]:
-        if len(frame) != len(first) or not all(
-            np.array_equal(frame[k].to_numpy(), first[k].to_numpy()) for k in [*ROW_KEY, "fold"]
-        ):
+        if not same_rows(frame, first):
             raise EnsembleError(
                 f"{label}: its seed runs have different out-of-fold rows; they were not "
                 f"trained on the same folds"
             )
     mean = np.mean([f["prediction"].to_numpy(dtype=np.float64) for f in frames], axis=0)
     return first.assign(prediction=mean.astype(first["prediction"].dtype))
+
+
+def same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Whether two sorted OOF frames hold the same windows, each in the same fold."""
+    return len(a) == len(b) and all(
+        np.array_equal(a[k].to_numpy(), b[k].to_numpy()) for k in [*ROW_KEY, "fold"]
+    )
 
 
 def open_experiment(location: str | Path) -> Experiment:
@@ -170,10 +175,7 @@ def oof_rows(candidates: list[Candidate]) -> tuple[OOFRows, pd.DataFrame]:
     preds[:, 0] = ref_frame["prediction"].to_numpy()
     for m, cand in enumerate(candidates[1:], start=1):
         frame = cand.oof()
-        same = len(frame) == len(ref_frame) and all(
-            np.array_equal(frame[k].to_numpy(), ref_frame[k].to_numpy()) for k in [*ROW_KEY, "fold"]
-        )
-        if not same:
+        if not same_rows(frame, ref_frame):
             raise EnsembleError(
                 f"{cand.label} and {candidates[0].label} have different out-of-fold rows "
                 f"({len(frame)} vs {len(ref_frame)} windows, or other folds): they were "

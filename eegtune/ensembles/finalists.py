@@ -49,6 +49,11 @@ def finalist_seeds(exp: Experiment, n_seeds: int) -> list[int]:
     return [exp.seed + s for s in range(1, n_seeds + 1)]
 
 
+def finalist_run_dir(exp: Experiment, trial: Candidate, seed: int) -> Path:
+    """Where ``trial`` retrained with ``seed`` lives: ``finalists/<trial id>_seed<S>``."""
+    return exp.finalist_dir(f"{trial.trial_dir.name}_seed{seed}")
+
+
 def retrain_config(saved: dict, seed: int, exp: Experiment, out_dir: str):
     """A trial's saved config with a new training seed, on its experiment's saved folds:
     the typed (FoldJob, TrainConfig) pair, refused if the saved config holds settings this
@@ -109,7 +114,7 @@ def retrain_with_seeds(
     todo = [(c, s) for c in finalists for s in finalist_seeds(experiments[c.experiment], n_seeds)]
     for i, (cand, seed) in enumerate(todo, start=1):
         exp = experiments[cand.experiment]
-        run_dir = exp.finalist_dir(f"{cand.trial_dir.name}_seed{seed}")
+        run_dir = finalist_run_dir(exp, cand, seed)
         # Fold workers on other nodes write to the experiment's URI; the mirror follows.
         out_dir = exp.finalist_uri(run_dir.name)
         label = f"{cand.experiment}/trial {cand.trial} seed {seed}"
