@@ -82,6 +82,7 @@ class Candidate:
         return frame.sort_values(ROW_KEY, kind="stable").reset_index(drop=True)
 
     def to_dict(self) -> dict[str, Any]:
+        # Not dataclasses.asdict: it would leave the parts' folders as Paths, not JSON.
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return {
             **fields,

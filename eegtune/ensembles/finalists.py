@@ -9,8 +9,8 @@ resumes the others from their checkpoints.
 A finalist and its retrainings become one more candidate, a **seed bag** (``seed_bags``):
 the mean of every seed's fold models. Averaging seeds removes noise that a choice among
 seeds would have to be lucky with. Measured nested on three synthetic data sets (12
-trials, top 5 with 3 new seeds each; BENCHMARKS.md), bags shipped +2.5% to +3.3% over the
-best single trial, and offering each seed's run as its own candidate instead measured
+trials, top 5 with 3 new seeds each; BENCHMARKS.md), bags shipped +2.45% to +3.30% over
+the best single trial, and offering each seed's run as its own candidate instead measured
 lower in 4 of 5 comparisons.
 
 The spread of a trial's OOF NRMSE across seeds is the noise floor of any comparison

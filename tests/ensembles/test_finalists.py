@@ -129,20 +129,25 @@ def test_seeds_retrain_the_top_trial_on_the_same_folds_and_resume(
     centre, alpha = desc["centre"], desc["alpha"]
     torch.testing.assert_close(got, centre + alpha * (bag - centre), rtol=1e-5, atol=1e-5)
 
-    # Refit, a seed bag ships one model per seed, each trained on every subject.
+    # With --refit, a seed bag ships one model per seed, each trained on every subject,
+    # and predicts their mean.
     assert main([*argv, "--refit"]) == 0
     desc = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
     (files,) = desc["fold_models"]
     assert len(files) == 2
-    refits = []
+    refits, seeds = [], []
     for trial_dir in (original, run):
-        _, ckpt = load_checkpoint(Path(refit_dir(trial_dir)) / "checkpoint.pt")
+        model, ckpt = load_checkpoint(Path(refit_dir(trial_dir)) / "checkpoint.pt")
         assert ckpt["metrics"]["refit_epochs"] == chosen_epochs(trial_dir, 2)
-        refits.append(ckpt)
-    assert refits[0]["config"]["seed"] == 0 and refits[1]["config"]["seed"] == 1
+        refits.append(model)
+        seeds.append(ckpt["config"]["seed"])
+    assert seeds == [0, 1]
     with torch.no_grad():
+        refit_bag = torch.stack([m(x).double() for m in refits]).mean(dim=0)
         got = load_ensemble(tmp_path / "ens")(x).double()
-    assert not torch.allclose(got, centre + alpha * (bag - centre), rtol=1e-3)
+    centre, alpha = desc["centre"], desc["alpha"]
+    torch.testing.assert_close(got, centre + alpha * (refit_bag - centre), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(refit_bag, bag, rtol=1e-3)  # new models, not the fold models
 
 
 def test_a_config_saved_before_the_decay_rule_retrains_with_the_recipe_it_had(tmp_path):
