@@ -77,6 +77,8 @@ def trial_costs(job: TuneJob) -> pd.DataFrame:
                 "fold_epochs": max(int(r.get("fold_epochs", 0)) for r in reports),
                 "oof_nrmse": next((r["oof_nrmse"] for r in reports if "oof_nrmse" in r), np.nan),
                 "race_stopped": reports[-1].get("stopped_by") == "race",
+                # A stop by ASHA ends the trial without a final report.
+                "asha_stopped": not reports[-1].get("final"),
                 "params": {} if trial is None else trial.params,
             }
         )
@@ -195,6 +197,7 @@ def summarize(costs: dict[str, pd.DataFrame]) -> dict:
             "best_oof": float(np.nanmin(c["oof_nrmse"])),
             "share_to_random_best": share_to_reach(c, target, budget),
             "race_stopped": int(c["race_stopped"].sum()),
+            "asha_stopped": int(c["asha_stopped"].sum()),
         }
     asha, race = out["arms"]["asha"], out["arms"]["race"]
     out["race_saving"] = 1 - race["fold_epochs"] / asha["fold_epochs"]
@@ -254,16 +257,17 @@ def print_tables(args, results: dict[int, dict]) -> None:
     )
     print(
         "\n| pair (TPE / random seed) | arm | fold-epochs | best objective | best OOF NRMSE "
-        "| share of random's budget to match its best | stopped by racing |"
+        "| share of random's budget to match its best | stopped by racing | stopped by ASHA |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for pair, r in results.items():
         for arm, a in r["arms"].items():
             share = a["share_to_random_best"]
             print(
                 f"| {pair} ({2 * pair} / {2 * pair + 1}) | {arm} | {a['fold_epochs']} | "
                 f"{a['best_objective']:.4f} | {a['best_oof']:.4f} | "
-                f"{'never' if np.isnan(share) else f'{share:.0%}'} | {a['race_stopped']} |"
+                f"{'never' if np.isnan(share) else f'{share:.0%}'} | {a['race_stopped']} | "
+                f"{a.get('asha_stopped', '–')} |"
             )
     print(
         "\n| pair | race ÷ ASHA fold-epochs | race's saving at ASHA's best | race best − ASHA "

@@ -33,7 +33,12 @@ trial's posts to ``race_board/<trial>.json`` in the experiment, so a resumed sea
 races its new trials against the earlier ones too.
 
 ASHA stays on under ``--scheduler race``: racing adds fold-level stops, it does not
-replace the epoch-level ones.
+replace the epoch-level ones. A stopped trial's last report carries its rung as its
+epoch, so ASHA files the board's estimate there as if it had judged the trial: its cut
+stays a median over every trial that reached the rung. Without that, the weak trials
+racing stops early were missing from ASHA's rungs and its cut rose: replayed on 5 pairs'
+random trials at ``keep = 1/2``, ASHA then stopped the best trial of 2 pairs, and of
+none once filed (``benchmarks/race_replay.py``).
 """
 
 from __future__ import annotations

@@ -90,9 +90,12 @@ class EpochPooler:
     def race_report(self, verdict: Verdict) -> dict[str, Any]:
         """The last report of a trial racing stopped: the board's estimate of its pooled
         figure on every fold, and why it stopped."""
-        # No "epoch": ASHA ignores a result without its time attribute; with one past the
-        # last rung it would file this rung-time estimate under its top rung.
+        # "epoch" at the rung: ASHA files the estimate there, as if it had judged the
+        # trial. Without it, the trials racing stops early (the weak ones) would be missing
+        # from ASHA's rung and its cut would rise above the median of all trials: it then
+        # stopped trials that would have won (benchmarks/race_replay.py).
         return {
+            "epoch": verdict.rung,
             VAL_METRIC: verdict.estimate,
             "fold_epochs": self.fold_epochs,
             "stopped_by": "race",

@@ -160,7 +160,7 @@ def test_a_trial_that_loses_the_race_cancels_its_folds_and_says_why(monkeypatch,
     assert dispatcher.cancelled == ["t"]  # fold 2 never started: no event of it was read
     assert dispatcher.batches == [[epoch(2, 0, 0.1)]]
     assert sent == [report] and report["stopped_by"] == "race" and report["final"] is True
-    assert "epoch" not in report  # ASHA ignores it (it would file it under its top rung)
+    assert report["epoch"] == 1  # the rung: ASHA files the estimate there
     assert report["fold_epochs"] == 2
     saved = json.loads((tmp_path / "race.json").read_text())
     assert saved["folds"] == [0, 1] and saved["leader"] == "leader" and saved["rung"] == 1
@@ -188,3 +188,33 @@ def test_a_trial_whose_folds_all_ended_is_not_raced(monkeypatch, tmp_path):
         sent[-1] == report and dispatcher.cancelled == [] and not (tmp_path / "race.json").exists()
     )
     assert "stopped_by" not in report and report["epoch"] == 4 and report["oof_nrmse"] > 0
+
+
+def test_a_trial_racing_stopped_is_filed_at_ashas_rung():
+    """ASHA's cut is the median of the trials at a rung. If the weak trials racing stops
+    early were missing there, the cut would rise and ASHA would stop trials it keeps
+    without racing (a middling one here)."""
+    from types import SimpleNamespace
+
+    from eegtune.distributed.fold_race import Verdict
+    from eegtune.distributed.tune import TuneJob, _scheduler
+
+    job = TuneJob(
+        store="-", challenge=1, space="softargmax_tcn", n_trials=3, n_folds=4, name="-",
+        storage_path="-", max_epochs=10, grace_period=3, scheduler="race",
+    )  # fmt: skip
+    asha = _scheduler(job)
+    asha.set_search_properties(VAL_METRIC, "min")
+    good, weak, middling = (SimpleNamespace(trial_id=t) for t in ("good", "weak", "middling"))
+    for trial in (good, weak, middling):
+        asha.on_trial_add(None, trial)
+    assert asha.on_trial_result(None, good, {"epoch": 3, VAL_METRIC: 0.6}) == "CONTINUE"
+    # The weak trial lost the race on its first two folds at the same rung: its last
+    # report reaches ASHA as the result Tune saw and as the trial's end.
+    verdict = Verdict("weak", 3, (0, 1), "good", 0.4, 0.01, True, estimate=0.9)
+    report = EpochPooler(4).race_report(verdict)
+    asha.on_trial_result(None, weak, report)
+    asha.on_trial_complete(None, weak, report)
+    # Between the two: above the median of {0.6, 0.9} it goes on (alone with the good
+    # trial's 0.6 at the rung, it would be stopped).
+    assert asha.on_trial_result(None, middling, {"epoch": 3, VAL_METRIC: 0.7}) == "CONTINUE"

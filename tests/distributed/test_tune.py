@@ -171,6 +171,7 @@ def test_race_stops_a_losing_trial_before_its_later_folds_start(
     assert not list(bad_dir.glob("fold*/oof.parquet"))
     last = _last_reports(job)
     assert last[bad["lr"]]["stopped_by"] == "race"
+    assert last[bad["lr"]]["epoch"] == verdict["rung"]  # ASHA files its estimate there
     assert last[bad["lr"]]["fold_epochs"] < 2 * job.max_epochs
     assert last[good["lr"]]["fold_epochs"] == 3 * job.max_epochs  # no patience stop
 
