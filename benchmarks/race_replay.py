@@ -22,8 +22,9 @@ the pairs whose best trial was stopped (a lost winner) and by which scheduler, a
 much worse the best trial kept is. Each ``--race-keep`` runs as the product runs it
 (a stopped trial filed with ASHA at its rung) and as it ran before ("not filed").
 First it checks the replay against the live arms of the same study: ASHA against the
-``asha`` arms, and with ``--check-race`` the board against a ``--race-keep 0.25`` study's
-race arms (fed their saved posts).
+``asha`` arms, and with ``--check-race`` the board against another study's race arms,
+fed their saved posts, at the keep and confidence they ran with. The time model and the
+racer's calls have no such check: no live race arm ran the random arms' trials.
 
     .venv/bin/python benchmarks/race_replay.py --arms /tmp/search_eff/runs \\
         --check-race /tmp/search_eff_keep25/runs
@@ -227,46 +228,51 @@ def _runs(arm: Path) -> dict[int, list[dict]]:
 # The bars of --race-keep, each as the product runs it (a stopped trial filed with ASHA at
 # its rung) and as it ran before (not filed: ASHA's rungs lacked the trials racing stopped).
 KEEPS = (0.0, 0.125, 0.25, 0.5)
-RULES: dict[str, dict | None] = {"asha": None}
-for _filed in (True, False):
-    for _keep in KEEPS:
-        _name = f"race, keep {_keep:g}" + ("" if _filed else ", not filed")
-        RULES[_name] = {"keep": _keep, "file": _filed}
+RULES: dict[str, dict | None] = {
+    "asha": None,
+    **{
+        f"race, keep {keep:g}" + ("" if filed else ", not filed"): {"keep": keep, "file": filed}
+        for filed in (True, False)
+        for keep in KEEPS
+    },
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arms", type=Path, default=Path("/tmp/search_eff/runs"))
-    parser.add_argument("--arm", default="random", help="which arm's trials to replay")
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--grace", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--confidence", type=float, default=0.9)
     parser.add_argument(
         "--rungs",
-        help="epochs to race at, e.g. 2,3,4,6 (default: ASHA's, as the product races)",
+        help="epochs to race at, e.g. 2,3,4,6 (default: ASHA's, as the product races; a stop "
+        "at another epoch is filed, as Ray files it, at ASHA's last rung before it, if any)",
     )
     parser.add_argument(
         "--check-race",
         type=Path,
-        help="a live race arms' runs folder (--race-keep 0.25): check the board against it",
+        help="a live study's runs folder: check the board against its race arms (at the "
+        "keep and confidence they ran with)",
     )
     args = parser.parse_args()
 
+    rows = []
     for pair in range(args.pairs):
-        arm = args.arms / f"pair{pair}_asha"
-        if arm.exists():
-            max_epochs = len(load_arm(args.arms / f"pair{pair}_random")[0].pooled)
+        trials = load_arm(args.arms / f"pair{pair}_random")
+        max_epochs = trials[0].fold_rmse.shape[0]
+        if (arm := args.arms / f"pair{pair}_asha").exists():
             n, of = check_asha(arm, max_epochs, args.grace)
             print(f"pair {pair}: replayed ASHA agrees with the live ASHA arm on {n} of {of}")
         if args.check_race is not None:
-            n, of = check_board(args.check_race / f"pair{pair}_race", 0.25, args.confidence)
-            print(f"pair {pair}: replayed board agrees with the live race arm on {n} of {of}")
-
-    rows = []
-    for pair in range(args.pairs):
-        trials = load_arm(args.arms / f"pair{pair}_{args.arm}")
-        max_epochs = trials[0].fold_rmse.shape[0]
+            arm = args.check_race / f"pair{pair}_race"
+            ran = json.loads((arm / "tune_job.json").read_text())
+            n, of = check_board(arm, ran["race_keep"], ran["race_confidence"])
+            print(
+                f"pair {pair}: replayed board agrees with the live race arm (keep "
+                f"{ran['race_keep']:g}) on {n} of {of}"
+            )
         best = min(trials, key=lambda t: t.objective)
         for rule, settings in RULES.items():
             race = None
@@ -298,7 +304,7 @@ def main() -> None:
     asha = table[table["rule"] == "asha"].set_index("pair")["fold_epochs"]
     table["ratio"] = table["fold_epochs"] / table["pair"].map(asha)
     print(
-        f"\n{len(trials)} trials per pair, {args.arm} arm, confidence {args.confidence}, "
+        f"\n{len(trials)} trials per pair, random arm, confidence {args.confidence}, "
         f"race rungs {args.rungs or 'as ASHA'}\n"
         "\n| rule | fold-epochs ÷ ASHA's, pairs 0–{last} | median saved | stops (race / "
         "ASHA) | pairs whose best trial was stopped (by) | best kept − best, per pair |\n"

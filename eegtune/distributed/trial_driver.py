@@ -93,7 +93,9 @@ class EpochPooler:
         # "epoch" at the rung: ASHA files the estimate there, as if it had judged the
         # trial. Without it, the trials racing stops early (the weak ones) would be missing
         # from ASHA's rung and its cut would rise above the median of all trials: it then
-        # stopped trials that would have won (benchmarks/race_replay.py).
+        # stopped trials that would have won (benchmarks/race_replay.py). The estimate
+        # comes from each fold's best epoch so far, where ASHA's own figures come from the
+        # rung's epoch, so it may flatter the stopped trial a little.
         return {
             "epoch": verdict.rung,
             VAL_METRIC: verdict.estimate,

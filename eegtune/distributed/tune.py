@@ -368,6 +368,8 @@ def _scheduler(job: TuneJob):
         max_t=job.max_epochs - 1,
         grace_period=job.grace_period,
         reduction_factor=DEFAULT_REDUCTION,  # the race board posts at ASHA's rungs
-        # Past max_t a trial goes on to its last epoch and its final report.
+        # Past max_t a trial goes on to its last epoch and its final report. Also: a
+        # trial filed at a rung is never filed again at a lower one when it ends (a race
+        # stop's report reaches ASHA twice: as a result and as the trial's end).
         stop_last_trials=False,
     )

@@ -215,6 +215,6 @@ def test_a_trial_racing_stopped_is_filed_at_ashas_rung():
     report = EpochPooler(4).race_report(verdict)
     asha.on_trial_result(None, weak, report)
     asha.on_trial_complete(None, weak, report)
-    # Between the two: above the median of {0.6, 0.9} it goes on (alone with the good
-    # trial's 0.6 at the rung, it would be stopped).
+    # Between the two: its 0.7 is no worse than the median of {0.6, 0.9}, 0.75, so it
+    # goes on (with the good trial's 0.6 alone at the rung, it would be stopped).
     assert asha.on_trial_result(None, middling, {"epoch": 3, VAL_METRIC: 0.7}) == "CONTINUE"
