@@ -44,7 +44,7 @@ import pandas as pd
 from eegtune.distributed.fold_pooling import VAL_METRIC
 from eegtune.distributed.fold_race import FoldRacer, RaceBoard, race_rungs
 from eegtune.distributed.trial_driver import EpochPooler
-from eegtune.distributed.tune import TuneJob, _scheduler
+from eegtune.distributed.tune import asha_scheduler
 
 
 @dataclass
@@ -100,20 +100,8 @@ class Outcome:
     stopped: dict[str, str]  # trial -> "asha", or the race's reason
 
 
-def ashas_scheduler(max_epochs: int, grace: int):
-    """Ray's ASHA as ``eegtune tune`` builds it for a search of ``max_epochs``."""
-    job = TuneJob(
-        store="-",
-        challenge=1,
-        space="softargmax_tcn",
-        n_trials=1,
-        n_folds=2,
-        name="-",
-        storage_path="-",
-        max_epochs=max_epochs,
-        grace_period=grace,
-    )  # only the epochs and the grace matter
-    asha = _scheduler(job)
+def _asha(max_epochs: int, grace: int):
+    asha = asha_scheduler(max_epochs, grace)
     asha.set_search_properties(VAL_METRIC, "min")
     return asha
 
@@ -127,61 +115,59 @@ def replay(
 ) -> Outcome:
     """Run the trials one at a time under ASHA, plus racing when ``race`` gives its
     board's settings and rungs."""
-    asha = ashas_scheduler(max_epochs, grace)
+    asha = _asha(max_epochs, grace)
     board = RaceBoard(race["confidence"], keep=race["keep"]) if race else None
     std = target_std(trials[0])
     spent, stopped = 0, {}
     for trial in trials:
-        handle = SimpleNamespace(trial_id=trial.name)
-        asha.on_trial_add(None, handle)
-        n_epochs, n_folds = trial.fold_rmse.shape
         racer = FoldRacer(board, trial.name, race["rungs"]) if race else None
-        epochs: list[dict[int, dict]] = [{} for _ in range(n_folds)]
-        done = [0] * n_folds
-        waves = [list(range(i, min(i + workers, n_folds))) for i in range(0, n_folds, workers)]
-        reported = 0
-        for wave in waves:
-            for e in range(n_epochs):
-                for k in wave:
-                    epochs[k][e] = _report(float(trial.fold_rmse[e, k]), e, std)
-                    done[k] = e + 1
-                ended = [d == n_epochs for d in done]
-                if racer is not None:
-                    verdict = racer.check(epochs, ended)
-                    if verdict is not None:
-                        stopped[trial.name] = verdict.reason()
-                        # The trial's last report, as its driver sends it to Tune.
-                        report = EpochPooler(n_folds).race_report(verdict)
-                        if not race["file"]:
-                            del report["epoch"]  # as it was: ASHA ignored it
-                        asha.on_trial_result(None, handle, report)
-                        asha.on_trial_complete(None, handle, report)
-                        break
-                # Pooled epochs are due once every fold has trained them.
-                while reported < min(done):
-                    result = {"epoch": reported + 1, VAL_METRIC: trial.pooled[reported]}
-                    reported += 1
-                    if asha.on_trial_result(None, handle, result) == "STOP":
-                        stopped[trial.name] = "asha"
-                        break
-                if trial.name in stopped:
-                    break
-            if trial.name in stopped:
-                break
-        spent += sum(done)
-        if trial.name not in stopped:
-            asha.on_trial_complete(
-                None, handle, {"epoch": n_epochs + 1, VAL_METRIC: trial.objective}
-            )
+        trained, why = _replay_trial(trial, asha, racer, workers, std, bool(race and race["file"]))
+        spent += trained
+        if why is not None:
+            stopped[trial.name] = why
     return Outcome(spent, stopped)
+
+
+def _replay_trial(
+    trial: Trial, asha, racer: FoldRacer | None, workers: int, std: float, file: bool
+) -> tuple[int, str | None]:
+    """(fold-epochs trained, why it stopped: "asha", the race's reason, or None)."""
+    handle = SimpleNamespace(trial_id=trial.name)
+    asha.on_trial_add(None, handle)
+    n_epochs, n_folds = trial.fold_rmse.shape
+    epochs: list[dict[int, dict]] = [{} for _ in range(n_folds)]
+    done = [0] * n_folds
+    reported = 0
+    for first in range(0, n_folds, workers):  # a wave of folds, side by side
+        for e in range(n_epochs):
+            for k in range(first, min(first + workers, n_folds)):
+                epochs[k][e] = _report(float(trial.fold_rmse[e, k]), e, std)
+                done[k] = e + 1
+            verdict = racer.check(epochs, [d == n_epochs for d in done]) if racer else None
+            if verdict is not None:
+                # The trial's last report, as its driver sends it to Tune.
+                report = EpochPooler(n_folds).race_report(verdict)
+                if not file:
+                    del report["epoch"]  # as it was: ASHA ignored it
+                asha.on_trial_result(None, handle, report)
+                asha.on_trial_complete(None, handle, report)
+                return sum(done), verdict.reason()
+            # Pooled epochs are due once every fold has trained them.
+            while reported < min(done):
+                reported += 1
+                result = {"epoch": reported, VAL_METRIC: trial.pooled[reported - 1]}
+                if asha.on_trial_result(None, handle, result) == "STOP":
+                    return sum(done), "asha"
+    asha.on_trial_complete(None, handle, {"epoch": n_epochs + 1, VAL_METRIC: trial.objective})
+    return sum(done), None
 
 
 def check_asha(arm: Path, max_epochs: int, grace: int) -> tuple[int, int]:
     """(agreeing, trials): Ray's ASHA as replayed here, fed a live ASHA arm's pooled
     reports, stops the trials the live arm stopped, at the same epochs."""
-    asha = ashas_scheduler(max_epochs, grace)
-    agree = 0
-    for reports in _runs(arm).values():
+    asha = _asha(max_epochs, grace)
+    agree, runs = 0, _runs(arm)
+    for reports in runs.values():
         handle = SimpleNamespace(trial_id=reports[0]["trial_id"])
         asha.on_trial_add(None, handle)
         live = None if reports[-1].get("final") else reports[-1]["epoch"]
@@ -193,15 +179,15 @@ def check_asha(arm: Path, max_epochs: int, grace: int) -> tuple[int, int]:
                 replayed = report["epoch"]
                 break
         agree += live == replayed
-    return agree, len(_runs(arm))
+    return agree, len(runs)
 
 
 def check_board(arm: Path, keep: float, confidence: float) -> tuple[int, int]:
     """(agreeing, trials): the board, fed a live race arm's saved posts in trial order,
     stops the trials the live arm's board stopped, at the same rung and folds."""
     board = RaceBoard(confidence, keep=keep)
-    agree = 0
-    for reports in _runs(arm).values():
+    agree, runs = 0, _runs(arm)
+    for reports in runs.values():
         trial = reports[0]["trial_id"]
         posts = json.loads((arm / "race_board" / f"{trial}.json").read_text())
         replayed = None
@@ -213,7 +199,7 @@ def check_board(arm: Path, keep: float, confidence: float) -> tuple[int, int]:
         saved = arm / "folds" / trial / "race.json"
         live = json.loads(saved.read_text()) if saved.exists() else None
         agree += replayed == (None if live is None else (live["rung"], live["folds"]))
-    return agree, len(_runs(arm))
+    return agree, len(runs)
 
 
 def _runs(arm: Path) -> dict[int, list[dict]]:

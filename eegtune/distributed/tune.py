@@ -357,16 +357,24 @@ def _recording(optuna_search: type) -> type:
 def _scheduler(job: TuneJob):
     """ASHA over epochs (also under ``race``, whose fold stops come from the trials'
     drivers, :mod:`.fold_race`), or FIFO."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
 
     # A rung at or after the last epoch would stop trials whose training is over, losing
     # their out-of-fold predictions and saving nothing: rungs lie strictly before it.
     if job.scheduler == "fifo" or job.grace_period >= job.max_epochs:
         return FIFOScheduler()
+    return asha_scheduler(job.max_epochs, job.grace_period)
+
+
+def asha_scheduler(max_epochs: int, grace_period: int):
+    """Ray's ASHA over epochs as a search of ``max_epochs`` uses it (the metric and mode
+    come from Tune's config; set them with ``set_search_properties`` to drive it alone)."""
+    from ray.tune.schedulers import ASHAScheduler
+
     return ASHAScheduler(
         time_attr="epoch",
-        max_t=job.max_epochs - 1,
-        grace_period=job.grace_period,
+        max_t=max_epochs - 1,
+        grace_period=grace_period,
         reduction_factor=DEFAULT_REDUCTION,  # the race board posts at ASHA's rungs
         # Past max_t a trial goes on to its last epoch and its final report. Also: a
         # trial filed at a rung is never filed again at a lower one when it ends (a race

@@ -197,13 +197,9 @@ def test_a_trial_racing_stopped_is_filed_at_ashas_rung():
     from types import SimpleNamespace
 
     from eegtune.distributed.fold_race import Verdict
-    from eegtune.distributed.tune import TuneJob, _scheduler
+    from eegtune.distributed.tune import asha_scheduler
 
-    job = TuneJob(
-        store="-", challenge=1, space="softargmax_tcn", n_trials=3, n_folds=4, name="-",
-        storage_path="-", max_epochs=10, grace_period=3, scheduler="race",
-    )  # fmt: skip
-    asha = _scheduler(job)
+    asha = asha_scheduler(max_epochs=10, grace_period=3)
     asha.set_search_properties(VAL_METRIC, "min")
     good, weak, middling = (SimpleNamespace(trial_id=t) for t in ("good", "weak", "middling"))
     for trial in (good, weak, middling):
